@@ -1,0 +1,34 @@
+# dropout-study: the two commands a user needs are `make search` and `make test`; both set themselves up.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SPACE  ?=
+ENGINE ?= keras
+RESULTS ?= results
+
+.PHONY: install search report test lint clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+search: $(STAMP)
+	$(BIN)/python -m study search $(or $(SPACE),search_spaces/tutorial.yaml) --engine $(ENGINE) --results-dir $(RESULTS)
+
+report: $(STAMP)
+	$(BIN)/python -m study report $(if $(SPACE),--space $(SPACE)) --results-dir $(RESULTS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check study tests
+	$(BIN)/ruff format --check study tests
+
+clean-venv:
+	rm -rf $(VENV)

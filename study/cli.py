@@ -1,0 +1,193 @@
+"""Command line: `python -m study search SPACE_FILE ...` and `python -m study report [RESULTS_DIR]`.
+
+Bad input ends with one clear message on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from study.engines import ENGINES
+from study.errors import StudyError
+from study.space import SearchSpace, load_space
+
+EXIT_BAD_INPUT = 2
+EXIT_TRIALS_FAILED = 1
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m study",
+        description="Grid studies of dropout and related regularisers over many seeds.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    search = commands.add_parser(
+        "search",
+        help="run (or resume) a study",
+        description="Run every (configuration, seed) trial of a search space not yet in its results folder.",
+    )
+    search.add_argument("space_file", metavar="SPACE_FILE", help="a search-space YAML file")
+    search.add_argument(
+        "--engine", choices=ENGINES, default="keras", help="how trials are trained (default: keras)"
+    )
+    search.add_argument(
+        "--results-dir",
+        default="results",
+        metavar="DIR",
+        help="folder that holds one sub-folder per study (default: results)",
+    )
+    search.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the file, print the grid and a run-time estimate, stop",
+    )
+    search.add_argument("--max-trials", type=_positive_int, metavar="N", help="run at most N new trials")
+    search.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    report = commands.add_parser(
+        "report",
+        help="build figures and a report from a study's results",
+        description="Build figures/ and report.md in a study's results folder from its trials and curves.",
+    )
+    report.add_argument(
+        "results",
+        nargs="?",
+        metavar="RESULTS_DIR",
+        help="a study's results folder (default: the latest study)",
+    )
+    report.add_argument("--space", metavar="SPACE_FILE", help="report the study of this search-space file")
+    report.add_argument(
+        "--results-dir", default="results", metavar="DIR", help="where studies live (default: results)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "search":
+            return _search(args)
+        return _report(args)
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: finished trials are saved; run the same command again to resume", file=sys.stderr
+        )
+        return 130
+
+
+def _search(args: argparse.Namespace) -> int:
+    space = load_space(args.space_file)
+    from study.engines import get_engine  # engines import TensorFlow: only once the file is valid
+
+    engine = get_engine(args.engine)
+    if args.dry_run:
+        print(describe(space, args.space_file, engine, Path(args.results_dir)))
+        return 0
+    from study.search import run_search
+
+    summary = run_search(
+        space,
+        engine,
+        results_root=args.results_dir,
+        max_trials=args.max_trials,
+        space_file=args.space_file,
+        progress=not args.quiet,
+    )
+    print(
+        f"{space.name}: ran {summary.run} trial(s) in {summary.wall_time_s:.1f} s on engine {engine.name}; "
+        f"{summary.total - summary.remaining}/{summary.total} done; results in {summary.folder}"
+    )
+    if summary.failed:
+        print(
+            f"{len(summary.failed)} trial(s) failed (kept as failed rows; a rerun retries them):",
+            file=sys.stderr,
+        )
+        for result in summary.failed[:20]:
+            print(f"  {result.key}: {result.row['error']}", file=sys.stderr)
+        if len(summary.failed) > 20:
+            print(f"  ... and {len(summary.failed) - 20} more (see the error column)", file=sys.stderr)
+        return EXIT_TRIALS_FAILED
+    if summary.remaining:
+        print(f"{summary.remaining} trial(s) left: run the same command again to continue")
+    return 0
+
+
+def describe(space: SearchSpace, space_file: str, engine, results_root: Path) -> str:
+    """The dry-run text: what the study is, its grid, and how long it should take."""
+    from study.store import ResultsStore, study_folder
+
+    lines = [f"study {space.name!r} from {space_file}"]
+    if space.description:
+        lines.append(f"  {space.description}")
+    split = space.dataset.split
+    lines.append(
+        f"dataset: {space.dataset.name} {space.dataset.params or ''} train_size={split.train_size or 'default'}"
+        f"{' (redrawn per seed)' if split.per_seed else ''}"
+    )
+    t = space.training
+    lines.append(
+        f"model: {space.model.family} hidden {space.model.hidden_units} {space.model.activation}; "
+        f"{t.epochs} epochs, batch {t.batch_size}, adam lr {t.optimizer.learning_rate}"
+        f"{f', early stopping on {t.early_stopping.monitor} patience {t.early_stopping.patience}' if t.early_stopping else ''}"
+    )
+    swept = space.swept_axes()
+    lines.append("axes:")
+    for axis, values in space.axis_values().items():
+        shown = ", ".join(
+            "none" if v is None else "-".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in values
+        )
+        tag = f"{len(values)} value(s)" if axis in swept else "fixed"
+        lines.append(f"  {axis:<15} {tag:<11} {shown}")
+    n_configs = len(space.configurations())
+    lines.append(f"seeds: {len(space.seeds)} ({_short_list(space.seeds)})")
+    lines.append(f"trials: {n_configs} configuration(s) x {len(space.seeds)} seed(s) = {space.n_trials}")
+    folder = study_folder(results_root, space)
+    done = 0
+    if (folder / "manifest.json").exists():
+        done = len(ResultsStore(folder).completed_keys() & {tr.key for tr in space.trials()})
+    lines.append(f"already done in {folder}: {done}")
+    seconds, basis = engine.estimate_seconds(space, space.n_trials - done)
+    lines.append(f"estimated run time on engine {engine.name!r}: {_duration(seconds)} ({basis})")
+    return "\n".join(lines)
+
+
+def _short_list(values: list[int]) -> str:
+    if values == list(range(values[0], values[0] + len(values))) and len(values) > 3:
+        return f"{values[0]}..{values[-1]}"
+    return ", ".join(map(str, values))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"~{seconds:.0f} s"
+    if seconds < 7200:
+        return f"~{seconds / 60:.0f} min"
+    return f"~{seconds / 3600:.1f} h"
+
+
+def _report(args: argparse.Namespace) -> int:
+    from study.analysis.report import build_report, find_study_folder
+
+    folder = find_study_folder(args.results, args.space, args.results_dir)
+    paths = build_report(folder)
+    print(f"report: {paths['report']}")
+    for name, path in paths.items():
+        if name != "report":
+            print(f"  {name}: {path}")
+    return 0

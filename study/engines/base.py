@@ -1,0 +1,50 @@
+"""What every engine shares: the interface, and the data a trial trains on."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from functools import lru_cache
+
+from study.datasets import Split, load_split
+from study.schema import TrialResult
+from study.space import SearchSpace, Trial
+
+
+class Engine(ABC):
+    """Runs trials. A trial's failure is returned as a failed `TrialResult`, never raised."""
+
+    name: str
+
+    @abstractmethod
+    def batch_size(self, space: SearchSpace) -> int:
+        """How many trials this engine wants handed out at once."""
+
+    @abstractmethod
+    def run(self, trials: list[Trial]) -> list[TrialResult]:
+        """Train `trials` (all from one study) and return one result per trial, in order."""
+
+    @abstractmethod
+    def estimate_seconds(self, space: SearchSpace, n_trials: int) -> tuple[float, str]:
+        """A rough run-time estimate for `n_trials` trials of `space`, and what it is based on."""
+
+
+def split_for(trial: Trial) -> Split:
+    """The data a trial trains and is tested on; the split follows the seed only when `split.per_seed`."""
+    spec = trial.space.dataset
+    split_seed = trial.seed if spec.split.per_seed else spec.split.split_seed
+    return _cached_split(json.dumps(spec.model_dump(mode="json"), sort_keys=True), split_seed)
+
+
+@lru_cache(maxsize=64)
+def _cached_split(spec_json: str, split_seed: int) -> Split:
+    spec = json.loads(spec_json)
+    split = spec["split"]
+    return load_split(
+        spec["name"],
+        spec["params"],
+        split["train_size"],
+        shuffle=split["shuffle"] or split["per_seed"],
+        split_seed=split_seed,
+        standardize=spec["standardize"],
+    )

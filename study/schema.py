@@ -1,0 +1,186 @@
+"""The one results schema every engine writes and the store and analysis read.
+
+Kept free of TensorFlow so that the analysis (which reads only the store) builds a report in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from study.space import AXES, SearchSpace, Trial
+
+COMPLETED, FAILED = "completed", "failed"
+
+# trials.csv, one row per trial, in this column order.
+TRIAL_COLUMNS = (
+    "trial_key",
+    "config_key",
+    "study",
+    "status",
+    *AXES,
+    "seed",
+    "dataset",
+    "dataset_params",
+    "n_train",
+    "n_test",
+    "n_features",
+    "n_classes",
+    "model",
+    "epochs",
+    "epochs_run",
+    "batch_size",
+    "learning_rate",
+    "train_accuracy",
+    "train_loss",
+    "test_accuracy",
+    "test_loss",
+    "best_test_accuracy",
+    "best_epoch",
+    "wall_time_s",
+    "engine",
+    "finished_at",
+    "python_version",
+    "tensorflow_version",
+    "keras_version",
+    "keras_tuner_version",
+    "error",
+)
+
+# curves/*.parquet, long format: one row per (trial, epoch). Epochs count from 1, as Keras prints them.
+CURVE_COLUMNS = ("trial_key", "epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
+CURVE_METRICS = CURVE_COLUMNS[2:]
+
+
+def versions() -> dict[str, str]:
+    """Versions that decide whether a result can be reproduced."""
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "python_version": platform.python_version(),
+        "tensorflow_version": version("tensorflow"),
+        "keras_version": version("keras"),
+        "keras_tuner_version": version("keras-tuner"),
+    }
+
+
+def machine() -> dict[str, Any]:
+    """What the study ran on, for the manifest."""
+    import os
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "hostname": platform.node(),
+    }
+
+
+def model_description(space: SearchSpace, config: dict[str, Any], n_features: int, n_classes: int) -> str:
+    """A short, human-readable architecture string, e.g. 'mlp 2-500-1 relu'."""
+    outputs = 1 if n_classes == 2 else n_classes
+    widths = "-".join(str(w) for w in (n_features, *config["hidden_units"], outputs))
+    return f"{space.model.family} {widths} {space.model.activation}"
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of one trial, as `model.fit`'s history reports them (train under dropout)."""
+
+    train_loss: np.ndarray
+    train_accuracy: np.ndarray
+    test_loss: np.ndarray
+    test_accuracy: np.ndarray
+
+
+@dataclass
+class TrialResult:
+    """What an engine returns for one trial: a row for trials.csv and its per-epoch curves."""
+
+    row: dict[str, Any]
+    curves: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(CURVE_COLUMNS)))
+
+    @property
+    def key(self) -> str:
+        return self.row["trial_key"]
+
+    @property
+    def ok(self) -> bool:
+        return self.row["status"] == COMPLETED
+
+
+def _base_row(trial: Trial, engine: str) -> dict[str, Any]:
+    space = trial.space
+    row: dict[str, Any] = dict.fromkeys(TRIAL_COLUMNS)
+    row.update(
+        trial_key=trial.key,
+        config_key=trial.config_key,
+        study=space.name,
+        seed=trial.seed,
+        dataset=space.dataset.name,
+        dataset_params=json.dumps(space.dataset.params, sort_keys=True),
+        epochs=space.training.epochs,
+        batch_size=space.training.batch_size,
+        learning_rate=space.training.optimizer.learning_rate,
+        engine=engine,
+        finished_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+        **versions(),
+    )
+    for axis in AXES:
+        value = trial.config[axis]
+        row[axis] = "-".join(str(w) for w in value) if axis == "hidden_units" else value
+    return row
+
+
+def completed_result(
+    trial: Trial,
+    engine: str,
+    history: History,
+    final: dict[str, float],
+    data_shape: dict[str, int],
+    wall_time_s: float,
+) -> TrialResult:
+    """Build a completed trial's row and curves; `final` holds inference-mode train/test accuracy and loss."""
+    row = _base_row(trial, engine)
+    test_acc = np.asarray(history.test_accuracy, dtype=np.float64)
+    epochs_run = len(test_acc)
+    best = int(np.argmax(test_acc)) if epochs_run else 0
+    row.update(
+        status=COMPLETED,
+        model=model_description(trial.space, trial.config, data_shape["n_features"], data_shape["n_classes"]),
+        epochs_run=epochs_run,
+        best_test_accuracy=float(test_acc[best]) if epochs_run else float("nan"),
+        best_epoch=best + 1,
+        wall_time_s=round(wall_time_s, 4),
+        error="",
+        **data_shape,
+        **{k: float(v) for k, v in final.items()},
+    )
+    curves = pd.DataFrame(
+        {
+            "trial_key": trial.key,
+            "epoch": np.arange(1, epochs_run + 1, dtype=np.int32),
+            **{m: np.asarray(getattr(history, m), dtype=np.float32) for m in CURVE_METRICS},
+        }
+    )
+    return TrialResult(row, curves)
+
+
+def failed_result(trial: Trial, engine: str, error: BaseException, wall_time_s: float) -> TrialResult:
+    """A failed trial's row: kept in the table (so it is reported), rerun by the next search."""
+    row = _base_row(trial, engine)
+    row.update(status=FAILED, wall_time_s=round(wall_time_s, 4), error=f"{type(error).__name__}: {error}")
+    return TrialResult(row)
