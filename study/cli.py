@@ -40,9 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every (configuration, seed) trial of a search space not yet in its results folder.",
     )
     search.add_argument("space_file", metavar="SPACE_FILE", help="a search-space YAML file")
-    search.add_argument(
-        "--engine", choices=ENGINES, default="keras", help="how trials are trained (default: keras)"
-    )
+    search.add_argument("--engine", choices=ENGINES, default="keras", help="how trials are trained (default: keras)")
     search.add_argument(
         "--results-dir",
         default="results",
@@ -69,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a study's results folder (default: the latest study)",
     )
     report.add_argument("--space", metavar="SPACE_FILE", help="report the study of this search-space file")
-    report.add_argument(
-        "--results-dir", default="results", metavar="DIR", help="where studies live (default: results)"
-    )
+    report.add_argument("--results-dir", default="results", metavar="DIR", help="where studies live (default: results)")
     return parser
 
 
@@ -85,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(
-            "\ninterrupted: finished trials are saved; run the same command again to resume", file=sys.stderr
-        )
+        print("\ninterrupted: finished trials are saved; run the same command again to resume", file=sys.stderr)
         return 130
 
 
@@ -140,11 +134,11 @@ def describe(space: SearchSpace, space_file: str, engine, results_root: Path) ->
         f"dataset: {space.dataset.name} {space.dataset.params or ''} train_size={split.train_size or 'default'}"
         f"{' (redrawn per seed)' if split.per_seed else ''}"
     )
-    t = space.training
+    t, es = space.training, space.training.early_stopping
+    stopping = f", early stopping on {es.monitor} (patience {es.patience})" if es else ""
     lines.append(
         f"model: {space.model.family} hidden {space.model.hidden_units} {space.model.activation}; "
-        f"{t.epochs} epochs, batch {t.batch_size}, adam lr {t.optimizer.learning_rate}"
-        f"{f', early stopping on {t.early_stopping.monitor} patience {t.early_stopping.patience}' if t.early_stopping else ''}"
+        f"{t.epochs} epochs, batch {t.batch_size}, adam lr {t.optimizer.learning_rate}{stopping}"
     )
     swept = space.swept_axes()
     lines.append("axes:")

@@ -62,9 +62,7 @@ DATASETS: dict[str, DatasetInfo] = {
         0.5,
         "scikit-learn make_classification: Gaussian clusters, 20 features by default",
     ),
-    "breast_cancer": DatasetInfo(
-        _breast_cancer, {}, 0.5, "Wisconsin breast cancer, 569 rows, 30 features, binary"
-    ),
+    "breast_cancer": DatasetInfo(_breast_cancer, {}, 0.5, "Wisconsin breast cancer, 569 rows, 30 features, binary"),
     "digits": DatasetInfo(_digits, {}, 0.5, "8x8 handwritten digits, 1797 rows, 64 features, 10 classes"),
 }
 # The bundled loaders take no generator parameters.
@@ -110,7 +108,7 @@ def load_split(
     y = np.asarray(y).astype(np.int64)
     n = len(x)
     size = info.train_size if train_size is None else train_size
-    n_train = int(round(size * n)) if isinstance(size, float) else int(size)
+    n_train = round(size * n) if isinstance(size, float) else int(size)
     if not 0 < n_train < n:
         raise ValueError(f"train_size {size} leaves no training or no test rows for {n} rows")
     order = np.random.default_rng(split_seed).permutation(n) if shuffle else np.arange(n)

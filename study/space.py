@@ -38,9 +38,7 @@ AXES = ("dropout_rate", "input_dropout", "max_norm", "l2", "batch_norm", "hidden
 
 def _rate(value: float) -> float:
     if not 0.0 <= value < 1.0:
-        raise ValueError(
-            "a rate must be in [0, 1): it is the fraction of units zeroed, as in Keras' Dropout(rate)"
-        )
+        raise ValueError("a rate must be in [0, 1): it is the fraction of units zeroed, as in Keras' Dropout(rate)")
     return value
 
 
@@ -68,9 +66,7 @@ def _widths(value: Any) -> Any:
         raise ValueError("must be a positive integer or a list of positive integers, e.g. 500 or [128, 64]")
     widths = value if isinstance(value, list) else [value]
     if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in widths):
-        raise ValueError(
-            "must be a positive integer or a non-empty list of positive integers, e.g. [128, 64]"
-        )
+        raise ValueError("must be a positive integer or a non-empty list of positive integers, e.g. [128, 64]")
     return value
 
 
@@ -128,9 +124,7 @@ class ModelSpec(_Strict):
     @classmethod
     def _known_activation(cls, activation: str) -> str:
         if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation{_suggest(activation, ACTIVATIONS)}; known: {', '.join(ACTIVATIONS)}"
-            )
+            raise ValueError(f"unknown activation{_suggest(activation, ACTIVATIONS)}; known: {', '.join(ACTIVATIONS)}")
         return activation
 
 
@@ -178,9 +172,7 @@ class AxesSpec(_Strict):
         if values is None:
             return None
         if not values:
-            raise ValueError(
-                "an axis needs at least one value (leave the axis out to keep it at its default)"
-            )
+            raise ValueError("an axis needs at least one value (leave the axis out to keep it at its default)")
         seen: list[Any] = []
         for value in values:
             if value in seen and type(value) is type(seen[seen.index(value)]):
@@ -219,11 +211,7 @@ class SearchSpace(_Strict):
 
     @model_validator(mode="after")
     def _early_stopping_configured(self) -> SearchSpace:
-        if (
-            self.axes.early_stopping
-            and True in self.axes.early_stopping
-            and self.training.early_stopping is None
-        ):
+        if self.axes.early_stopping and True in self.axes.early_stopping and self.training.early_stopping is None:
             raise ValueError(
                 "axes.early_stopping includes true but training.early_stopping is not set: "
                 "add e.g. `early_stopping: {patience: 100}` under training"
@@ -375,9 +363,7 @@ def _messages(exc: ValidationError) -> list[str]:
     for err in exc.errors():
         loc = tuple(err["loc"])
         # pydantic reports each failed branch of a union; the branch tag is noise to a user.
-        loc = tuple(
-            p for p in loc if not (isinstance(p, str) and ("[" in p or p in {"int", "float", "none"}))
-        )
+        loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in {"int", "float", "none"})))
         field = _format_loc(loc)
         if err["type"] == "extra_forbidden":
             parent, key = loc[:-1], str(loc[-1])

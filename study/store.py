@@ -106,15 +106,11 @@ class ResultsStore:
         if not results:
             return
         self._seq += 1
-        batch_id = (
-            f"{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S%f}-{socket.gethostname()}-{os.getpid()}-{self._seq}"
-        )
+        batch_id = f"{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S%f}-{socket.gethostname()}-{os.getpid()}-{self._seq}"
         curves = [r.curves for r in results if r.ok and len(r.curves)]
         if curves:
             frame = pd.concat(curves, ignore_index=True)[list(CURVE_COLUMNS)]
-            write_atomically(
-                self.curves_dir / f"{batch_id}.parquet", lambda p: frame.to_parquet(p, index=False)
-            )
+            write_atomically(self.curves_dir / f"{batch_id}.parquet", lambda p: frame.to_parquet(p, index=False))
         rows = pd.DataFrame([r.row for r in results], columns=list(TRIAL_COLUMNS))
         write_atomically(self.batches / f"{batch_id}.csv", lambda p: rows.to_csv(p, index=False))
         self._rows = None if self._rows is None else pd.concat([self._rows, rows], ignore_index=True)
@@ -161,9 +157,7 @@ class ResultsStore:
         frames = []
         for path in sorted(self.curves_dir.glob("*.parquet")):
             try:
-                frame = pd.read_parquet(
-                    path, filters=[("trial_key", "in", sorted(wanted))] if wanted else None
-                )
+                frame = pd.read_parquet(path, filters=[("trial_key", "in", sorted(wanted))] if wanted else None)
             except Exception as exc:
                 raise StudyError(
                     f"{path} is corrupt ({type(exc).__name__}: {exc}): delete it and the CSV of the same name "
@@ -181,9 +175,7 @@ class ResultsStore:
         if self._rows is None:
             frames = [self._read_batch(p) for p in sorted(self.batches.glob("*.csv"))]
             frames = [f for f in frames if not f.empty]
-            self._rows = (
-                pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(TRIAL_COLUMNS))
-            )
+            self._rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(TRIAL_COLUMNS))
         return self._rows
 
     def _read_batch(self, path: Path) -> pd.DataFrame:
