@@ -11,12 +11,15 @@ store, not the Oracle, is the record of what is done.
 
 from __future__ import annotations
 
+import study.quiet_tf  # noqa: F401  (silences TensorFlow's start-up; must come first)
+
+# isort: split
+
 from collections.abc import Iterable
 from typing import Any
 
 import keras_tuner as kt
 
-import study.quiet_tf  # noqa: F401  (before keras_tuner, which imports TensorFlow)
 from study.space import AXES, SearchSpace, Trial
 
 # keras-tuner's Choice holds one type of plain value; these encode the axis values that are not.

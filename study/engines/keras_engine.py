@@ -5,13 +5,16 @@ This is the reference every faster engine is tested against, so it stays deliber
 
 from __future__ import annotations
 
+import study.quiet_tf  # noqa: F401  (silences TensorFlow's start-up; must come first)
+
+# isort: split
+
 import math
 import time
 
 import keras
 import numpy as np
 
-import study.quiet_tf  # noqa: F401  (before keras)
 from study.datasets import Split
 from study.engines.base import Engine, split_for
 from study.schema import History, TrialResult, completed_result, failed_result

@@ -1,0 +1,1 @@
+"""Analysis: reads only the results store (never TensorFlow) and turns a study into tables, figures, a report."""

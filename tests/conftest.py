@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny search spaces and fabricated results (no training) for store and report tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from study.schema import History, TrialResult, completed_result
+from study.space import SearchSpace, parse_space
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def tiny_space_dict(**overrides: Any) -> dict[str, Any]:
+    """A few-second study on the reference data: 2 dropout rates x 2 seeds, 5 epochs, 8 hidden units."""
+    space = {
+        "name": "tiny",
+        "dataset": {"name": "circles", "split": {"train_size": 30}},
+        "model": {"family": "mlp", "hidden_units": [8]},
+        "training": {"epochs": 5, "batch_size": 32},
+        "axes": {"dropout_rate": [0.0, 0.5]},
+        "seeds": 2,
+    }
+    space.update(overrides)
+    return space
+
+
+@pytest.fixture
+def tiny_space() -> SearchSpace:
+    return parse_space(tiny_space_dict())
+
+
+@pytest.fixture
+def write_space(tmp_path: Path):
+    """Write a search-space mapping (or raw text) to a YAML file and return its path."""
+
+    def write(content: dict[str, Any] | str, name: str = "space.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+        return path
+
+    return write
+
+
+def fake_result(trial, test_accuracy: float = 0.8, epochs: int = 5, engine: str = "fake") -> TrialResult:
+    """A completed result with made-up but well-formed numbers, for tests that need no training."""
+    rng = np.random.default_rng(abs(hash(trial.key)) % 2**32)
+    ramp = np.linspace(0.5, 1.0, epochs)
+    history = History(
+        train_loss=1 - ramp,
+        train_accuracy=ramp,
+        test_loss=1 - ramp * 0.8,
+        test_accuracy=np.clip(ramp * test_accuracy + rng.normal(0, 0.01, epochs), 0, 1),
+    )
+    final = {"train_accuracy": 1.0, "train_loss": 0.01, "test_accuracy": test_accuracy, "test_loss": 0.5}
+    shape = {"n_train": 30, "n_test": 70, "n_features": 2, "n_classes": 2}
+    return completed_result(trial, engine, history, final, shape, wall_time_s=0.01)

@@ -1,0 +1,88 @@
+"""The search driver end to end: results on disk, resume after SIGKILL, failures in the exit status."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+from conftest import PYTHON, ROOT, tiny_space_dict
+
+from study import cli
+from study.space import parse_space
+
+pytest.importorskip("study.engines.keras_engine")
+
+
+def test_search_writes_table_curves_and_manifest_then_resumes_with_nothing_to_do(write_space, tmp_path) -> None:
+    path = write_space(tiny_space_dict())
+    assert cli.main(["search", str(path), "--results-dir", str(tmp_path), "--quiet"]) == 0
+    folder = tmp_path / "tiny"
+    table = pd.read_csv(folder / "trials.csv")
+    assert len(table) == 4 and set(table["status"]) == {"completed"} and table["trial_key"].is_unique
+    assert (folder / "manifest.json").exists() and list((folder / "curves").glob("*.parquet"))
+    before = (folder / "trials.csv").read_text()
+    assert cli.main(["search", str(path), "--results-dir", str(tmp_path), "--quiet"]) == 0
+    assert (folder / "trials.csv").read_text() == before
+
+
+def test_max_trials_limits_one_run(write_space, tmp_path) -> None:
+    path = write_space(tiny_space_dict())
+    assert cli.main(["search", str(path), "--results-dir", str(tmp_path), "--max-trials", "3", "--quiet"]) == 0
+    assert len(pd.read_csv(tmp_path / "tiny" / "trials.csv")) == 3
+
+
+def test_dry_run_prints_the_grid_and_an_estimate_and_trains_nothing(write_space, tmp_path, capsys) -> None:
+    path = write_space(tiny_space_dict())
+    assert cli.main(["search", str(path), "--results-dir", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"dropout_rate\s+2 value\(s\)\s+0.0, 0.5", out)
+    assert "trials: 2 configuration(s) x 2 seed(s) = 4" in out
+    assert "estimated run time on engine 'keras'" in out
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_failed_trials_are_reported_and_set_the_exit_status(write_space, tmp_path, monkeypatch, capsys) -> None:
+    from study.engines import keras_engine
+
+    def broken(trial, data):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(keras_engine, "train", broken)
+    path = write_space(tiny_space_dict())
+    assert cli.main(["search", str(path), "--results-dir", str(tmp_path), "--quiet"]) == cli.EXIT_TRIALS_FAILED
+    err = capsys.readouterr().err
+    assert "4 trial(s) failed" in err and "RuntimeError: simulated failure" in err
+    table = pd.read_csv(tmp_path / "tiny" / "trials.csv")
+    assert set(table["status"]) == {"failed"} and len(table) == 4
+
+
+def test_a_search_killed_mid_run_resumes_to_a_complete_table_without_duplicates(write_space, tmp_path) -> None:
+    space_dict = tiny_space_dict(axes={"dropout_rate": [0.0, 0.3, 0.6]}, seeds=3)
+    path = write_space(space_dict)
+    folder = tmp_path / "tiny"
+    command = [PYTHON, "-m", "study", "search", str(path), "--results-dir", str(tmp_path), "--quiet"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((folder / "batches").glob("*.csv"))) < 3:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    committed = pd.concat(pd.read_csv(p) for p in (folder / "batches").glob("*.csv"))
+    assert 3 <= len(committed) < 9, "the kill should land mid-run"
+
+    assert cli.main(["search", str(path), "--results-dir", str(tmp_path), "--quiet"]) == 0
+    table = pd.read_csv(folder / "trials.csv")
+    expected = {t.key for t in parse_space(space_dict).trials()}
+    assert set(table["trial_key"]) == expected and table["trial_key"].is_unique
+    assert (table["status"] == "completed").all()
+    kept = table.set_index("trial_key").loc[committed["trial_key"], "finished_at"]
+    assert kept.tolist() == committed["finished_at"].tolist(), "trials finished before the kill were redone"
+    from study.store import ResultsStore
+
+    curves = ResultsStore(folder).curves()
+    assert curves.groupby("trial_key").size().eq(5).all() and set(curves["trial_key"]) == expected

@@ -1,0 +1,121 @@
+"""Search-space files: shipped spaces are valid, and every kind of bad input gets one clear message."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import PYTHON, ROOT, tiny_space_dict
+
+from study.errors import StudyError
+from study.space import AXES, load_space, parse_space
+
+
+@pytest.mark.parametrize(
+    ("file", "trials"),
+    [("tutorial.yaml", 300), ("regularization.yaml", 2700), ("tabular.yaml", 480), ("smoke.yaml", 12)],
+)
+def test_shipped_spaces_are_valid_with_expected_trial_counts(file: str, trials: int) -> None:
+    space = load_space(ROOT / "search_spaces" / file)
+    assert space.n_trials == trials == len(space.trials())
+    assert len({t.key for t in space.trials()}) == trials
+
+
+def test_tutorial_is_the_reference_experiment() -> None:
+    space = load_space(ROOT / "search_spaces" / "tutorial.yaml")
+    assert space.dataset.name == "circles" and space.dataset.params == {
+        "n_samples": 100,
+        "noise": 0.1,
+        "random_state": 1,
+    }
+    assert space.dataset.split.train_size == 30 and not space.dataset.split.shuffle
+    assert space.model.hidden_units == [500] and space.model.activation == "relu"
+    assert space.training.epochs == 4000 and space.training.batch_size == 32
+    assert space.swept_axes() == {"dropout_rate": [round(0.1 * i, 1) for i in range(10)]}
+    assert space.seeds == list(range(30))
+
+
+def _problems(**overrides) -> str:
+    with pytest.raises(StudyError) as info:
+        parse_space(tiny_space_dict(**overrides), source="bad.yaml")
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"axes": {"dropout_rte": [0.1]}}, "unknown key 'dropout_rte' in axes (did you mean 'dropout_rate'?)"),
+        ({"trainig": {"epochs": 3}}, "unknown key 'trainig' (did you mean 'training'?)"),
+        ({"axes": {"dropout_rate": [0.0, 1.0]}}, "axes.dropout_rate[1] = 1.0: a rate must be in [0, 1)"),
+        ({"axes": {"input_dropout": [-0.1]}}, "axes.input_dropout[0] = -0.1: a rate must be in [0, 1)"),
+        ({"axes": {"max_norm": [None, 0]}}, "axes.max_norm[1] = 0: a max-norm must be positive"),
+        ({"axes": {"l2": [-1e-3]}}, "axes.l2[0] = -0.001: an L2 strength must be a finite number >= 0"),
+        ({"axes": {"l2": []}}, "axes.l2: an axis needs at least one value"),
+        ({"axes": {"dropout_rate": [0.1, 0.2, 0.1]}}, "duplicate value 0.1"),
+        ({"dataset": {"name": "circels"}}, "dataset.name = 'circels': unknown dataset (did you mean 'circles'?)"),
+        ({"dataset": {"name": "moons", "params": {"nois": 0.1}}}, "unknown parameter 'nois' for dataset 'moons'"),
+        ({"model": {"family": "cnnn"}}, "model.family = 'cnnn': unknown model family"),
+        ({"seeds": [1, 2.5]}, "seeds: seeds must be non-negative integers; 2.5 is not"),
+        ({"seeds": [3, 3]}, "duplicate seed 3"),
+        ({"seeds": 0}, "seeds = 0: a seed count must be a positive integer"),
+        ({"training": {"epochs": 0}}, "training.epochs = 0"),
+        ({"axes": {"batch_norm": ["yes"]}}, "axes.batch_norm[0] = 'yes': Input should be a valid boolean"),
+    ],
+)
+def test_bad_input_gets_a_message_naming_field_value_and_rule(overrides: dict, expected: str) -> None:
+    assert expected in _problems(**overrides)
+
+
+def test_every_problem_is_listed_once() -> None:
+    message = _problems(axes={"dropout_rate": [1.5], "l2": [-1.0]}, seeds=[1, 1])
+    assert "(3 problems)" in message
+    assert message.count("dropout_rate") == 1 and message.count("axes.l2") == 1
+
+
+def test_unreadable_yaml_names_the_line(write_space) -> None:
+    path = write_space("name: x\naxes: {dropout_rate: [0.1, 0.2\n")
+    with pytest.raises(StudyError, match=r"is not valid YAML at line \d+, column \d+"):
+        load_space(path)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StudyError, match="cannot read search space .*nope.yaml"):
+        load_space(tmp_path / "nope.yaml")
+
+
+def test_cli_reports_bad_space_without_traceback_and_exits_non_zero(write_space) -> None:
+    path = write_space(tiny_space_dict(axes={"dropout_rate": [1.2]}))
+    proc = subprocess.run(
+        [PYTHON, "-m", "study", "search", str(path), "--dry-run"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 2
+    assert "a rate must be in [0, 1)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_axes_not_swept_take_their_off_values(tiny_space) -> None:
+    config = tiny_space.configurations()[0]
+    assert set(config) == set(AXES)
+    assert config | {"dropout_rate": 0.0} == {
+        "dropout_rate": 0.0,
+        "input_dropout": 0.0,
+        "max_norm": None,
+        "l2": 0.0,
+        "batch_norm": False,
+        "hidden_units": (8,),
+        "early_stopping": False,
+    }
+
+
+def test_width_axis_int_sets_every_hidden_layer() -> None:
+    space = parse_space(tiny_space_dict(model={"hidden_units": [16, 8]}, axes={"hidden_units": [4, [6, 2]]}))
+    assert space.swept_axes()["hidden_units"] == [(4, 4), (6, 2)]
+
+
+def test_trial_keys_are_stable_and_distinguish_seed_and_configuration(tiny_space) -> None:
+    keys = [t.key for t in tiny_space.trials()]
+    again = [t.key for t in parse_space(tiny_space_dict()).trials()]
+    assert keys == again and len(set(keys)) == 4
+    other_epochs = parse_space(tiny_space_dict(training={"epochs": 6})).trials()
+    assert not set(keys) & {t.key for t in other_epochs}
