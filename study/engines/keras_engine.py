@@ -20,11 +20,11 @@ from study.engines.base import Engine, split_for
 from study.schema import History, TrialResult, completed_result, failed_result
 from study.space import SearchSpace, Trial
 
-# Measured on a 2-core machine, reference model (2-500-1, 30 rows): fit costs ~35 ms per training step and
-# ~35 ms per epoch for the validation pass; building and compiling a model ~0.5 s.
-_SECONDS_PER_STEP = 0.035
-_SECONDS_PER_VALIDATION = 0.035
-_SECONDS_PER_TRIAL = 0.5
+# Measured on a 2-core machine, reference model (2-500-1, 30 rows, one step per epoch): ~60 ms per epoch with
+# validation, about half of it the validation pass; building and compiling a model ~1 s.
+_SECONDS_PER_STEP = 0.03
+_SECONDS_PER_VALIDATION = 0.03
+_SECONDS_PER_TRIAL = 1.0
 
 
 def build_model(trial: Trial, n_features: int, n_classes: int) -> keras.Model:
