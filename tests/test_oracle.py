@@ -35,8 +35,7 @@ def test_hands_out_the_full_grid_in_order_seeds_outermost(space) -> None:
     trials = drain(GridOracle(space), "w", 5)
     assert len(trials) == 2 * 2 * 2 * 3 == space.n_trials
     expected = [
-        (seed, d, m, h)
-        for seed, d, m, h in itertools.product([7, 1, 3], [0.0, 0.5], [None, 3.0], [(8,), (4,)])
+        (seed, d, m, h) for seed, d, m, h in itertools.product([7, 1, 3], [0.0, 0.5], [None, 3.0], [(8,), (4,)])
     ]
     got = [(t.seed, t.config["dropout_rate"], t.config["max_norm"], t.config["hidden_units"]) for t in trials]
     assert got == expected

@@ -80,7 +80,7 @@ def test_unreadable_yaml_names_the_line(write_space) -> None:
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(StudyError, match="cannot read search space .*nope.yaml"):
+    with pytest.raises(StudyError, match=r"cannot read search space .*nope\.yaml"):
         load_space(tmp_path / "nope.yaml")
 
 

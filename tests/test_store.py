@@ -72,7 +72,7 @@ def test_curves_of_an_uncommitted_batch_are_ignored(store, tiny_space) -> None:
 
 def test_a_changed_search_space_is_refused(store, tiny_space) -> None:
     changed = parse_space(tiny_space_dict(training={"epochs": 50}))
-    with pytest.raises(StudyError, match="holds results of a different search space.*new `name:`"):
+    with pytest.raises(StudyError, match=r"holds results of a different search space.*new `name:`"):
         ResultsStore(store.folder).begin(changed, engine="fake")
     ResultsStore(store.folder).begin(tiny_space, engine="fake")  # the same space resumes
 
@@ -80,7 +80,7 @@ def test_a_changed_search_space_is_refused(store, tiny_space) -> None:
 def test_corrupt_batch_file_is_named_with_the_fix(store, tiny_space) -> None:
     store.commit([fake_result(tiny_space.trials()[0])])
     batch = next(store.batches.glob("*.csv"))
-    batch.write_text("garbage\x00,,\n\"unterminated\n")
+    batch.write_text('garbage\x00,,\n"unterminated\n')
     with pytest.raises(StudyError, match=rf"{batch.name} is corrupt .*delete it and rerun"):
         ResultsStore(store.folder).trials()
 
@@ -95,7 +95,7 @@ def test_corrupt_curves_file_is_named_with_the_fix(store, tiny_space) -> None:
 
 def test_corrupt_manifest_is_a_clear_error(store) -> None:
     (store.folder / "manifest.json").write_text("{not json")
-    with pytest.raises(StudyError, match="manifest.json is corrupt"):
+    with pytest.raises(StudyError, match=r"manifest\.json is corrupt"):
         ResultsStore(store.folder).manifest()
 
 
