@@ -20,6 +20,7 @@ def _import_quietly() -> None:
             import tensorflow as tf
 
             tf.constant(0.0)  # the device probe happens at the first op
+            tf.get_logger().setLevel("ERROR")  # retracing notices: the population engine traces once per architecture
         except BaseException:
             os.dup2(saved, 2)
             capture.seek(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from study.engines.base import Engine
 from study.errors import StudyError
 
-ENGINES = ("keras",)
+ENGINES = ("population", "keras")
 
 
 def get_engine(name: str) -> Engine:
@@ -14,4 +14,8 @@ def get_engine(name: str) -> Engine:
         from study.engines.keras_engine import KerasEngine
 
         return KerasEngine()
+    if name == "population":
+        from study.engines.population import PopulationEngine
+
+        return PopulationEngine()
     raise StudyError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}")
