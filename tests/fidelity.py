@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import study.quiet_tf  # noqa: F401  (before keras)
+
+# isort: split
+
 import keras
 import numpy as np
 
