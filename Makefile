@@ -4,10 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SPACE  ?=
-ENGINE ?= keras
+ENGINE ?= population
 RESULTS ?= results
 
-.PHONY: install search report test lint clean-venv
+.PHONY: install search report test lint bench clean-venv
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ report: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m study bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check study tests

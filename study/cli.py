@@ -40,7 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every (configuration, seed) trial of a search space not yet in its results folder.",
     )
     search.add_argument("space_file", metavar="SPACE_FILE", help="a search-space YAML file")
-    search.add_argument("--engine", choices=ENGINES, default="keras", help="how trials are trained (default: keras)")
+    search.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="population",
+        help="population: many trials at once, held to plain Keras by tests (default); keras: plain model.fit",
+    )
+    search.add_argument(
+        "--trials-per-batch",
+        type=_positive_int,
+        metavar="N",
+        help="population engine: trials trained together (default: chosen within a memory budget)",
+    )
     search.add_argument(
         "--results-dir",
         default="results",
@@ -68,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--space", metavar="SPACE_FILE", help="report the study of this search-space file")
     report.add_argument("--results-dir", default="results", metavar="DIR", help="where studies live (default: results)")
+    bench = commands.add_parser(
+        "bench",
+        help="measure the population engine against plain model.fit",
+        description="Seconds per reference trial for plain model.fit and the population engine, measured side "
+        "by side in one run, and the wall time of a complete study.",
+    )
+    bench.add_argument(
+        "--keras-epochs", type=_positive_int, default=200, metavar="N", help="epochs of plain model.fit to time"
+    )
+    bench.add_argument(
+        "--study",
+        default="search_spaces/regularization.yaml",
+        metavar="SPACE_FILE",
+        help="a study to run completely for its wall time ('' to skip)",
+    )
     return parser
 
 
@@ -76,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "search":
             return _search(args)
+        if args.command == "bench":
+            from study.bench import main as bench
+
+            return bench(args.keras_epochs, args.study or None)
         return _report(args)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -89,7 +119,7 @@ def _search(args: argparse.Namespace) -> int:
     space = load_space(args.space_file)
     from study.engines import get_engine  # engines import TensorFlow: only once the file is valid
 
-    engine = get_engine(args.engine)
+    engine = get_engine(args.engine, args.trials_per_batch)
     if args.dry_run:
         print(describe(space, args.space_file, engine, Path(args.results_dir)))
         return 0

@@ -64,18 +64,20 @@ def run_search(
             handed = oracle.create_trials("main", min(engine.batch_size(space), budget))
             if not handed:
                 break
-            results = engine.run([trial for _, trial in handed])
-            store.commit(results)
-            for (kt_trial, _), result in zip(handed, results, strict=True):
-                kt_trial.status = "COMPLETED" if result.ok else "FAILED"
-                kt_trial.message = result.row["error"] or None
-                oracle.end_trial(kt_trial)
-            summary.run += len(results)
-            summary.failed += [r for r in results if not r.ok]
-            budget -= len(results)
-            bar.update(sum(r.ok for r in results))
-            if summary.failed:
-                bar.set_postfix(failed=len(summary.failed))
+            kt_trials = {trial.key: kt_trial for kt_trial, trial in handed}
+            for results in engine.run([trial for _, trial in handed]):
+                store.commit(results)
+                for result in results:
+                    kt_trial = kt_trials[result.key]
+                    kt_trial.status = "COMPLETED" if result.ok else "FAILED"
+                    kt_trial.message = result.row["error"] or None
+                    oracle.end_trial(kt_trial)
+                summary.run += len(results)
+                summary.failed += [r for r in results if not r.ok]
+                bar.update(sum(r.ok for r in results))
+                if summary.failed:
+                    bar.set_postfix(failed=len(summary.failed))
+            budget -= len(handed)
     finally:
         bar.close()
         summary.wall_time_s = time.perf_counter() - start

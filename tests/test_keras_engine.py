@@ -13,7 +13,7 @@ keras_engine = pytest.importorskip("study.engines.keras_engine")
 
 def run(space_dict: dict, n: int | None = None):
     space = parse_space(space_dict)
-    return keras_engine.KerasEngine().run(space.trials()[:n])
+    return keras_engine.KerasEngine().run_all(space.trials()[:n])
 
 
 def test_a_tiny_study_trains_with_sane_metrics() -> None:

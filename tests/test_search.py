@@ -38,7 +38,7 @@ def test_max_trials_limits_one_run(write_space, tmp_path) -> None:
 
 def test_dry_run_prints_the_grid_and_an_estimate_and_trains_nothing(write_space, tmp_path, capsys) -> None:
     path = write_space(tiny_space_dict())
-    assert cli.main(["search", str(path), "--results-dir", str(tmp_path), "--dry-run"]) == 0
+    assert cli.main(["search", str(path), "--engine", "keras", "--results-dir", str(tmp_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"dropout_rate\s+2 value\(s\)\s+0.0, 0.5", out)
     assert "trials: 2 configuration(s) x 2 seed(s) = 4" in out
@@ -54,7 +54,8 @@ def test_failed_trials_are_reported_and_set_the_exit_status(write_space, tmp_pat
 
     monkeypatch.setattr(keras_engine, "train", broken)
     path = write_space(tiny_space_dict())
-    assert cli.main(["search", str(path), "--results-dir", str(tmp_path), "--quiet"]) == cli.EXIT_TRIALS_FAILED
+    argv = ["search", str(path), "--engine", "keras", "--results-dir", str(tmp_path), "--quiet"]
+    assert cli.main(argv) == cli.EXIT_TRIALS_FAILED
     err = capsys.readouterr().err
     assert "4 trial(s) failed" in err and "RuntimeError: simulated failure" in err
     table = pd.read_csv(tmp_path / "tiny" / "trials.csv")
@@ -65,7 +66,19 @@ def test_a_search_killed_mid_run_resumes_to_a_complete_table_without_duplicates(
     space_dict = tiny_space_dict(axes={"dropout_rate": [0.0, 0.3, 0.6]}, seeds=3)
     path = write_space(space_dict)
     folder = tmp_path / "tiny"
-    command = [PYTHON, "-m", "study", "search", str(path), "--results-dir", str(tmp_path), "--quiet"]
+    # The keras engine commits one trial at a time, so the kill lands between commits.
+    command = [
+        PYTHON,
+        "-m",
+        "study",
+        "search",
+        str(path),
+        "--engine",
+        "keras",
+        "--results-dir",
+        str(tmp_path),
+        "--quiet",
+    ]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list((folder / "batches").glob("*.csv"))) < 3:
@@ -75,7 +88,7 @@ def test_a_search_killed_mid_run_resumes_to_a_complete_table_without_duplicates(
     committed = pd.concat(pd.read_csv(p) for p in (folder / "batches").glob("*.csv"))
     assert 3 <= len(committed) < 9, "the kill should land mid-run"
 
-    assert cli.main(["search", str(path), "--results-dir", str(tmp_path), "--quiet"]) == 0
+    assert cli.main(["search", str(path), "--engine", "keras", "--results-dir", str(tmp_path), "--quiet"]) == 0
     table = pd.read_csv(folder / "trials.csv")
     expected = {t.key for t in parse_space(space_dict).trials()}
     assert set(table["trial_key"]) == expected and table["trial_key"].is_unique
@@ -86,3 +99,29 @@ def test_a_search_killed_mid_run_resumes_to_a_complete_table_without_duplicates(
 
     curves = ResultsStore(folder).curves()
     assert curves.groupby("trial_key").size().eq(5).all() and set(curves["trial_key"]) == expected
+
+
+def test_population_engine_failures_are_reported_per_trial(write_space, tmp_path, monkeypatch, capsys) -> None:
+    from study.engines import population
+
+    def broken(trials, splits, **kwargs):
+        raise RuntimeError("simulated graph failure")
+
+    monkeypatch.setattr(population, "train_population", broken)
+    path = write_space(tiny_space_dict())
+    argv = ["search", str(path), "--engine", "population", "--results-dir", str(tmp_path), "--quiet"]
+    assert cli.main(argv) == cli.EXIT_TRIALS_FAILED
+    assert "4 trial(s) failed" in capsys.readouterr().err
+    assert set(pd.read_csv(tmp_path / "tiny" / "trials.csv")["status"]) == {"failed"}
+
+
+def test_both_engines_write_the_same_schema(write_space, tmp_path) -> None:
+    path = write_space(tiny_space_dict())
+    for engine in ("keras", "population"):
+        argv = ["search", str(path), "--engine", engine, "--results-dir", str(tmp_path / engine), "--quiet"]
+        assert cli.main(argv) == 0
+    keras_table = pd.read_csv(tmp_path / "keras" / "tiny" / "trials.csv")
+    population_table = pd.read_csv(tmp_path / "population" / "tiny" / "trials.csv")
+    assert list(keras_table.columns) == list(population_table.columns)
+    assert keras_table["trial_key"].tolist() == population_table["trial_key"].tolist()
+    assert set(population_table["engine"]) == {"population"} and population_table["epochs_run"].eq(5).all()

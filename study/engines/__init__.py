@@ -8,8 +8,11 @@ from study.errors import StudyError
 ENGINES = ("population", "keras")
 
 
-def get_engine(name: str) -> Engine:
-    """The engine called `name`; imported lazily because engines import TensorFlow."""
+def get_engine(name: str, trials_per_batch: int | None = None) -> Engine:
+    """The engine called `name`; imported lazily because engines import TensorFlow.
+
+    `trials_per_batch` overrides the population engine's automatic choice (ignored by `keras`).
+    """
     if name == "keras":
         from study.engines.keras_engine import KerasEngine
 
@@ -17,5 +20,5 @@ def get_engine(name: str) -> Engine:
     if name == "population":
         from study.engines.population import PopulationEngine
 
-        return PopulationEngine()
+        return PopulationEngine(trials_per_batch)
     raise StudyError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}")

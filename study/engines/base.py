@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from functools import lru_cache
 
 from study.datasets import Split, load_split
@@ -21,8 +22,17 @@ class Engine(ABC):
         """How many trials this engine wants handed out at once."""
 
     @abstractmethod
-    def run(self, trials: list[Trial]) -> list[TrialResult]:
-        """Train `trials` (all from one study) and return one result per trial, in order."""
+    def run(self, trials: list[Trial]) -> Iterator[list[TrialResult]]:
+        """Train `trials` (all from one study), yielding results as each group of them finishes.
+
+        Every trial gets exactly one result; the driver commits each yielded group at once, so a kill loses
+        only the group in flight.
+        """
+
+    def run_all(self, trials: list[Trial]) -> list[TrialResult]:
+        """All results of `run`, in the order of `trials`."""
+        by_key = {r.key: r for results in self.run(trials) for r in results}
+        return [by_key[t.key] for t in trials]
 
     @abstractmethod
     def estimate_seconds(self, space: SearchSpace, n_trials: int) -> tuple[float, str]:

@@ -11,6 +11,7 @@ import study.quiet_tf  # noqa: F401  (silences TensorFlow's start-up; must come 
 
 import math
 import time
+from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -124,8 +125,9 @@ class KerasEngine(Engine):
     def batch_size(self, space: SearchSpace) -> int:
         return 1
 
-    def run(self, trials: list[Trial]) -> list[TrialResult]:
-        return [self._run_one(trial) for trial in trials]
+    def run(self, trials: list[Trial]) -> Iterator[list[TrialResult]]:
+        for trial in trials:
+            yield [self._run_one(trial)]
 
     def _run_one(self, trial: Trial) -> TrialResult:
         start = time.perf_counter()

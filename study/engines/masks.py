@@ -39,16 +39,31 @@ def stream_keys(seeds: tf.Tensor, epoch: tf.Tensor, step: int | tf.Tensor, layer
     return key
 
 
+def _mix_np(x: np.ndarray) -> np.ndarray:
+    """`mix` in NumPy, for the constant tables."""
+    x = x.astype(np.uint32)
+    x ^= x >> np.uint32(16)
+    x *= np.uint32(0x7FEB352D)
+    x ^= x >> np.uint32(15)
+    x *= np.uint32(0x846CA68B)
+    x ^= x >> np.uint32(16)
+    return x
+
+
 def element_offsets(n: int) -> tf.Tensor:
-    """Element i's counter, spread over the 32-bit range (i * golden ratio), as a constant of shape [n]."""
-    return tf.constant((np.arange(n, dtype=np.uint64) * _GOLDEN % 2**32).astype(np.uint32))
+    """Element i's random-looking 32-bit label mix(i * golden ratio), a constant of shape [n].
+
+    XOR-ing a stream key into labels that are themselves hashes means two streams can only coincide at
+    isolated elements (as independent random numbers do), never as shifted copies of each other.
+    """
+    counters = (np.arange(n, dtype=np.uint64) * _GOLDEN % 2**32).astype(np.uint32)
+    return tf.constant(_mix_np(counters))
 
 
 def random_bits(keys: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
     """Uniform 32-bit integers of shape [T, *shape], one independent stream per trial key."""
     n = int(np.prod(shape))
-    x = element_offsets(n)[None, :] + keys[:, None]
-    x = mix(tf.bitwise.bitwise_xor(mix(x), keys[:, None]))
+    x = mix(tf.bitwise.bitwise_xor(element_offsets(n)[None, :], keys[:, None]))
     return tf.reshape(x, (-1, *shape))
 
 

@@ -25,6 +25,7 @@ import itertools
 import math
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -402,8 +403,9 @@ class PopulationEngine(Engine):
         self.trials_per_batch = trials_per_batch
 
     def batch_size(self, space: SearchSpace) -> int:
-        """Trials handed out at once; the engine splits them into architecture groups and chunks."""
-        return max(self._chunk(space) * 4, 256)
+        """Trials handed out at once: enough for every architecture group to fill its chunks."""
+        n_architectures = len(space.axis_values()["hidden_units"]) * len(space.axis_values()["batch_norm"])
+        return self._chunk(space) * n_architectures * 2
 
     def _chunk(self, space: SearchSpace) -> int:
         if self.trials_per_batch:
@@ -414,22 +416,22 @@ class PopulationEngine(Engine):
         per_trial = rows * widest * 4 * 40  # ~40 live float32 activations per unit and row
         return max(1, min(DEFAULT_TRIALS_PER_BATCH, MEMORY_BUDGET_BYTES // per_trial))
 
-    def run(self, trials: list[Trial]) -> list[TrialResult]:
-        results: dict[str, TrialResult] = {}
+    def run(self, trials: list[Trial]) -> Iterator[list[TrialResult]]:
         groups: dict[Architecture, list[tuple[Trial, Split]]] = defaultdict(list)
+        failed = []
         for trial in trials:
             try:
                 data = split_for(trial)
                 groups[architecture(trial, data)].append((trial, data))
             except Exception as exc:
-                results[trial.key] = failed_result(trial, self.name, exc, 0.0)
+                failed.append(failed_result(trial, self.name, exc, 0.0))
+        if failed:
+            yield failed
         chunk = self._chunk(trials[0].space) if trials else 1
         for members in groups.values():
             for start in range(0, len(members), chunk):
                 part = members[start : start + chunk]
-                for result in self._run_chunk([t for t, _ in part], [d for _, d in part]):
-                    results[result.key] = result
-        return [results[t.key] for t in trials]
+                yield self._run_chunk([t for t, _ in part], [d for _, d in part])
 
     def _run_chunk(self, trials: list[Trial], splits: list[Split]) -> list[TrialResult]:
         start = time.perf_counter()
