@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -56,7 +57,57 @@ def population_seconds_per_trial(trials: list[Trial], repeats: int = 2) -> float
     return _best_of(repeats, lambda: train_population(trials, splits)) / len(trials)
 
 
-def main(keras_epochs: int = 200, study_file: str | None = None) -> int:
+def profile(chunk: int, epochs: int = 400) -> None:
+    """Where a population batch's time goes, by ablation on the reference trial (dropout 0.5, input dropout 0.2).
+
+    Each line is seconds per 4000-epoch trial at `chunk` trials per batch, best of three runs of `epochs` epochs.
+    """
+    import dataclasses
+
+    import tensorflow as tf
+
+    def per_trial(space: SearchSpace, shrink_test: bool = False) -> float:
+        trials = space.trials()[:chunk]
+        splits = [split_for(t) for t in trials]
+        if shrink_test:  # a one-row test set: the per-epoch evaluation costs next to nothing
+            splits = [dataclasses.replace(s, x_test=s.x_test[:1], y_test=s.y_test[:1]) for s in splits]
+        train_population(trials, splits)
+        return _best_of(3, lambda: train_population(trials, splits)) / len(trials) * 4000 / epochs
+
+    def space(dropout: float, input_dropout: float) -> SearchSpace:
+        raw = _reference(epochs=epochs, seeds=chunk, dropout=[dropout]).model_dump(mode="json")
+        raw["axes"]["input_dropout"] = [input_dropout]
+        return parse_space(raw)
+
+    full = per_trial(space(0.5, 0.2))
+    no_dropout = per_trial(space(0.0, 0.0))
+    no_eval = per_trial(space(0.5, 0.2), shrink_test=True)
+
+    @tf.function
+    def matmuls(x_train, x_test, w1, w2, n):
+        # The epoch's matrix products: forward, both backward products per layer, and the test forward pass.
+        for _ in tf.range(n):
+            h = tf.matmul(x_train, w1)
+            o = tf.matmul(h, w2)
+            tf.matmul(o, w2, transpose_b=True)
+            tf.matmul(h, o, transpose_a=True)
+            tf.matmul(x_train, h, transpose_a=True)
+            tf.matmul(tf.matmul(x_test, w1), w2)
+        return n
+
+    args = [tf.random.normal(shape) for shape in ((chunk, 30, 2), (chunk, 70, 2), (chunk, 2, 500), (chunk, 500, 1))]
+    matmuls(*args, tf.constant(2))
+    products = _best_of(3, lambda: matmuls(*args, tf.constant(epochs))) / chunk * 4000 / epochs
+    print(f"\nwhere the time goes ({chunk} trials per batch, s per 4000-epoch trial, ablations of {epochs} epochs):")
+    print(f"  whole trial                          {full:7.3f}")
+    print(f"  dropout masks (generate and apply)   {full - no_dropout:7.3f}  (full minus dropout off)")
+    print(f"  per-epoch test evaluation + metrics  {full - no_eval:7.3f}  (full minus a one-row test set)")
+    print(f"  matrix products alone                {products:7.3f}  (the same matmuls in a bare loop)")
+    rest = full - (full - no_dropout) - (full - no_eval) - products
+    print(f"  everything else                      {rest:7.3f}  (elementwise forward/backward, Adam, loop)")
+
+
+def main(keras_epochs: int = 200, study_file: str | None = None, with_profile: bool = False) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
     print("reference trial: circles 30/70, mlp 2-500-1 relu, adam, batch 32, 4000 epochs, per-epoch test metrics\n")
 
@@ -76,6 +127,9 @@ def main(keras_epochs: int = 200, study_file: str | None = None) -> int:
     print(f"speed-up, {chunk} trials      {keras_s / batch_s:9.0f}x  over plain model.fit")
     print(f"batching gain              {single_s / batch_s:9.1f}x  ({chunk} trials vs 1)")
 
+    if with_profile:
+        profile(chunk)
+
     if study_file:
         space = load_space(study_file)
         with tempfile.TemporaryDirectory() as results:
@@ -88,4 +142,6 @@ def main(keras_epochs: int = 200, study_file: str | None = None) -> int:
             f"in {wall:.0f} s ({wall / 60:.1f} min), {summary.run / wall:.2f} trials/s, "
             f"{len(summary.failed)} failed"
         )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB on Linux
+    print(f"\npeak memory of this process (benchmarks and study together): {peak:.2f} GiB")
     return 0

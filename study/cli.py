@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPACE_FILE",
         help="a study to run completely for its wall time ('' to skip)",
     )
+    bench.add_argument("--profile", action="store_true", help="also break a batch's time down by ablation")
     return parser
 
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from study.bench import main as bench
 
-            return bench(args.keras_epochs, args.study or None)
+            return bench(args.keras_epochs, args.study or None, args.profile)
         return _report(args)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,15 +18,15 @@ def mask(seeds, rate: float, epoch=0, step=0, layer=1, shape=(ROWS, UNITS)) -> n
     keys = masks.stream_keys(seeds, tf.constant(epoch), step, layer)
     n = len(seeds.numpy())
     thresholds = tf.constant(masks.keep_thresholds(np.full(n, rate)))
-    scales = tf.constant(np.full(n, 1.0 / (1.0 - rate), np.float32))
-    return masks.dropout_mask(keys, thresholds, scales, shape).numpy()
+    rates = tf.constant(np.full(n, rate, np.float32))
+    return masks.dropout_mask(keys, thresholds, rates, shape).numpy()
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.8])
 def test_kept_units_are_scaled_by_exactly_one_over_keep_probability(rate: float) -> None:
     m = mask([1, 2], rate)
     kept = m[m != 0]
-    assert np.all(kept == np.float32(1.0 / (1.0 - rate)))
+    assert np.all(kept == np.float32(1.0) / (np.float32(1.0) - np.float32(rate)))
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.1, 0.5, 0.9])

@@ -165,13 +165,8 @@ def test_dropout_statistics_agree_with_keras_over_seeds(keras_distribution) -> N
 def test_the_statistical_test_catches_wrong_dropout_scaling(keras_distribution, monkeypatch) -> None:
     import tensorflow as tf
 
-    correct = masks.dropout_mask
-
-    def unscaled(keys, thresholds, scales, shape):  # forgets inverted dropout's 1/(1-rate)
-        return correct(keys, thresholds, tf.ones_like(scales), shape)
-
-    monkeypatch.setattr(masks, "dropout_mask", unscaled)
-    monkeypatch.setattr(population, "_LOOPS", {})  # trace afresh with the broken mask
+    monkeypatch.setattr(masks, "inverted_dropout_scale", tf.ones_like)  # forgets 1/(1-rate)
+    monkeypatch.setattr(population, "_LOOPS", {})  # trace afresh with the broken scaling
     ours = _statistics(_population_distribution(_dropout_space().trials()))
     theirs = _statistics(keras_distribution)
     assert not all(_agrees(ours[n], theirs[n], t) for n, t in TOLERANCE.items())

@@ -72,12 +72,22 @@ def keep_thresholds(rates: np.ndarray) -> np.ndarray:
     return np.minimum(np.round(np.asarray(rates, dtype=np.float64) * 2.0**32), 2**32 - 1).astype(np.uint32)
 
 
-def dropout_mask(keys: tf.Tensor, thresholds: tf.Tensor, scales: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
-    """Inverted-dropout multipliers [T, *shape]: 0 for a dropped unit, 1/(1-rate) for a kept one."""
-    bits = random_bits(keys, shape)
+def inverted_dropout_scale(rates: tf.Tensor) -> tf.Tensor:
+    """What kept units are multiplied by: 1/(1-rate), so a unit's expected value is unchanged."""
+    return 1.0 / (1.0 - rates)
+
+
+def keep_mask(keys: tf.Tensor, thresholds: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
+    """True for kept units, [T, *shape]: unit dropped with probability `rate` (thresholds from `keep_thresholds`)."""
     expand = (-1,) + (1,) * len(shape)
-    keep = bits >= tf.reshape(thresholds, expand)
-    return tf.cast(keep, tf.float32) * tf.reshape(scales, expand)
+    return random_bits(keys, shape) >= tf.reshape(thresholds, expand)
+
+
+def dropout_mask(keys: tf.Tensor, thresholds: tf.Tensor, rates: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
+    """Inverted-dropout multipliers [T, *shape]: 0 for a dropped unit, 1/(1-rate) for a kept one."""
+    expand = (-1,) + (1,) * len(shape)
+    scale = tf.reshape(inverted_dropout_scale(rates), expand)
+    return tf.cast(keep_mask(keys, thresholds, shape), tf.float32) * scale
 
 
 def permutations(keys: tf.Tensor, n: int) -> tf.Tensor:
