@@ -79,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--space", metavar="SPACE_FILE", help="report the study of this search-space file")
     report.add_argument("--results-dir", default="results", metavar="DIR", help="where studies live (default: results)")
+    report.add_argument("--hue", metavar="AXIS", help="axis that colours the lines of the axis figures")
+    report.add_argument("--facet", metavar="AXIS", help="axis that splits the axis figures into panels")
+    report.add_argument(
+        "--curves",
+        action="append",
+        default=[],
+        metavar="CONFIG",
+        help="also draw the learning curves of this configuration: a config_key from summary.csv or "
+        "'axis=value,...' with unnamed regularisers off (repeatable)",
+    )
     bench = commands.add_parser(
         "bench",
         help="measure the population engine against plain model.fit",
@@ -210,7 +220,7 @@ def _report(args: argparse.Namespace) -> int:
     from study.analysis.report import build_report, find_study_folder
 
     folder = find_study_folder(args.results, args.space, args.results_dir)
-    paths = build_report(folder)
+    paths = build_report(folder, hue=args.hue, facet=args.facet, curves=tuple(args.curves))
     print(f"report: {paths['report']}")
     for name, path in paths.items():
         if name != "report":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import zlib
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import PYTHON, ROOT, fake_result, tiny_space_dict
@@ -14,14 +16,27 @@ from study.space import parse_space
 from study.store import ResultsStore
 
 
-def make_study(tmp_path, space_dict: dict, fraction: float = 1.0):
+def make_study(tmp_path, space_dict: dict, fraction: float = 1.0, accuracy=None, keep=None):
+    """A fabricated study: `accuracy(trial)` gives each trial's final test accuracy, `keep(trial)` which to commit."""
     space = parse_space(space_dict)
     store = ResultsStore(tmp_path / space.name)
     store.begin(space, engine="fake")
     trials = space.trials()[: int(len(space.trials()) * fraction)]
-    store.commit([fake_result(t, 0.6 + 0.3 * t.config["dropout_rate"], epochs=20) for t in trials])
+    trials = [t for t in trials if keep is None or keep(t)]
+    accuracy = accuracy or (lambda t: 0.6 + 0.3 * t.config["dropout_rate"])
+    store.commit([fake_result(t, accuracy(t), epochs=20) for t in trials])
     store.finish(len(trials), 0)
     return store.folder
+
+
+def noisy(effect: float):
+    """Test accuracy 0.8 plus a seed effect, per-trial noise, and `effect` for every dropout rate above 0."""
+
+    def accuracy(trial) -> float:
+        rng = np.random.default_rng(zlib.crc32(trial.key.encode()))
+        return 0.8 + 0.01 * (trial.seed % 4) + rng.normal(0, 0.01) + (effect if trial.config["dropout_rate"] else 0)
+
+    return accuracy
 
 
 def test_report_draws_dropout_figure_learning_curves_and_summary(tmp_path) -> None:
@@ -67,3 +82,72 @@ def test_the_report_never_imports_tensorflow(tmp_path) -> None:
     )
     proc = subprocess.run([PYTHON, "-c", code, str(folder)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_multi_axis_study_gets_every_figure_a_self_contained_html_and_variance_shares(tmp_path) -> None:
+    axes = {"dropout_rate": [0.0, 0.5], "max_norm": [None, 3.0], "l2": [0.0, 0.01], "batch_norm": [False, True]}
+    folder = make_study(tmp_path, tiny_space_dict(axes=axes, seeds=4), accuracy=noisy(0.05))
+    paths = build_report(folder)
+    expected = [f"accuracy_vs_{a}" for a in axes] + [
+        "heatmap_dropout_rate_x_l2",
+        "heatmap_dropout_rate_x_max_norm",
+        "learning_curves",
+        "seed_spread",
+        "paired_differences",
+    ]
+    for name in expected:
+        assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    html = paths["html"].read_text()
+    assert html.count("data:image/png;base64,") == len(expected) and 'src="figures/' not in html
+    report = paths["report"].read_text()
+    assert "## Variance of test accuracy explained" in report and "| dropout " in report
+    summary = pd.read_csv(paths["summary"])
+    for column in ("test_accuracy_iqm", "test_accuracy_ci_low", "gap_mean", "vs_baseline_p_holm", "vs_best_p_holm"):
+        assert column in summary.columns
+
+
+def test_conclusions_say_a_large_effect_helps_and_report_its_size(tmp_path) -> None:
+    folder = make_study(tmp_path, tiny_space_dict(axes={"dropout_rate": [0.0, 0.5]}, seeds=12), accuracy=noisy(0.1))
+    report = build_report(folder)["report"].read_text()
+    line = next(line for line in report.splitlines() if line.startswith("- **Dropout alone**"))
+    assert "dropout 0.5" in line and "+10." in line and "100% of the time" in line
+    assert "larger than seed noise: it helps" in line
+    assert "- **Power**" in report
+
+
+def test_conclusions_say_when_a_difference_is_within_seed_noise(tmp_path) -> None:
+    folder = make_study(tmp_path, tiny_space_dict(axes={"dropout_rate": [0.0, 0.5]}, seeds=12), accuracy=noisy(0.0))
+    report = build_report(folder)["report"].read_text()
+    assert "not distinguishable from seed noise with 12 seeds" in report
+
+
+def test_configurations_without_shared_seeds_fall_back_to_unpaired_tests(tmp_path) -> None:
+    space = tiny_space_dict(axes={"dropout_rate": [0.0, 0.5]}, seeds=8)
+    keep = lambda t: (t.seed < 4) == (t.config["dropout_rate"] == 0.0)  # noqa: E731
+    folder = make_study(tmp_path, space, accuracy=noisy(0.1), keep=keep)
+    paths = build_report(folder)
+    assert "unpaired (seeds not shared)" in paths["report"].read_text()
+    assert "no configuration shares seeds with the baseline" in paths["report"].read_text()
+    assert pd.read_csv(paths["summary"])["vs_baseline_paired"].dropna().eq(False).all()
+
+
+def test_learning_curves_of_a_chosen_configuration_by_axis_values(tmp_path) -> None:
+    axes = {"dropout_rate": [0.0, 0.2, 0.5], "l2": [0.0, 0.01]}
+    folder = make_study(tmp_path, tiny_space_dict(axes=axes, seeds=2))
+    build_report(folder, curves=("dropout_rate=0.2,l2=0.01",))
+    assert "Chosen: dropout 0.2, L2 0.01" in (folder / "report.md").read_text()  # named in the figure's caption
+    with pytest.raises(StudyError, match="matches no finished configuration"):
+        build_report(folder, curves=("dropout_rate=0.3",))
+    with pytest.raises(StudyError, match="'width' is not an axis this study varies"):
+        build_report(folder, curves=("width=3",))
+
+
+@pytest.mark.parametrize("option", ["--hue", "--facet"])
+def test_an_axis_option_the_study_does_not_vary_is_a_clear_error(tmp_path, option: str) -> None:
+    folder = make_study(tmp_path, tiny_space_dict(axes={"dropout_rate": [0.0, 0.5], "l2": [0.0, 0.1]}))
+    proc = subprocess.run(
+        [PYTHON, "-m", "study", "report", str(folder), option, "batch_norm"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 2
+    assert f"{option} 'batch_norm' is not an axis this study varies; choose one of: dropout_rate, l2" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,4 +1,8 @@
-"""Seaborn figures of a study. Each function draws one PNG from tidy frames and returns its path."""
+"""Seaborn figures of a study. Each function draws one PNG from tidy frames and returns its path.
+
+Colours mean the same thing everywhere: test is solid, train dashed; a numeric hue (a rate) uses the sequential
+viridis palette, weak to strong; on/off and other categories the colour-blind-safe palette, in level order.
+"""
 
 from __future__ import annotations
 
@@ -13,51 +17,113 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from study.analysis.tables import AXIS_LABELS
+from study.analysis.tables import AXIS_LABELS, AXIS_NAMES, NUMERIC_AXES, level_label, levels
 
 SPLIT_COLOURS = {"test": "#1f77b4", "train": "#ff7f0e"}
 SPLIT_DASHES = {"test": "", "train": (4, 2)}
 MAX_CURVE_POINTS = 500
+DPI = 120
 
 
 def _theme() -> None:
     sns.set_theme(context="notebook", style="whitegrid", font_scale=1.0)
 
 
-def accuracy_vs_axis(trials: pd.DataFrame, axis: str, path: Path, hue: str | None = None) -> Path:
-    """Test (solid) and train (dashed) accuracy against `axis`: mean and 95% bootstrap CI over seeds."""
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _palette(trials: pd.DataFrame, hue: str) -> dict[str, tuple]:
+    names = [level_label(hue, v) for v in levels(trials, hue)]
+    colours = sns.color_palette("viridis" if hue in NUMERIC_AXES else "colorblind", len(names))
+    return dict(zip(names, colours, strict=True))
+
+
+def _positions(trials: pd.DataFrame, axis: str) -> tuple[pd.Series, list[float], list[str]]:
+    """x coordinates of an axis: the values themselves for rates, evenly spaced level positions otherwise."""
+    order = levels(trials, axis)
+    if axis in NUMERIC_AXES:
+        return trials[axis].astype(float), [float(v) for v in order], [level_label(axis, v) for v in order]
+    index = {level_label(axis, v): i for i, v in enumerate(order)}
+    x = trials[axis].map(lambda v: index[level_label(axis, v)]).astype(float)
+    return x, list(range(len(order))), list(index)
+
+
+def accuracy_vs_axis(
+    trials: pd.DataFrame,
+    axis: str,
+    path: Path,
+    hue: str | None = None,
+    facet: str | None = None,
+    note: str = "",
+) -> Path:
+    """Test (solid) and train (dashed) accuracy against `axis`: mean and 95% bootstrap CI over seeds.
+
+    One line pair per value of `hue`, one panel per value of `facet`. `note` goes under the title (which
+    axes were held fixed).
+    """
     _theme()
-    long = trials.melt(
-        id_vars=[c for c in (axis, hue, "seed") if c],
-        value_vars=["test_accuracy", "train_accuracy"],
-        var_name="split",
-        value_name="accuracy",
-    )
-    long["split"] = long["split"].str.removesuffix("_accuracy")
-    fig, ax = plt.subplots(figsize=(9.5, 5), layout="constrained")
-    hue_col = hue or "split"
-    sns.lineplot(
+    data = trials.copy()
+    data["_x"], ticks, tick_labels = _positions(trials, axis)
+    id_vars = ["_x", "seed", *(c for c in (hue, facet) if c)]
+    long = data.melt(id_vars=id_vars, value_vars=["test_accuracy", "train_accuracy"], value_name="accuracy")
+    long["split"] = long.pop("variable").str.removesuffix("_accuracy")
+    kwargs = {"hue": "split", "palette": SPLIT_COLOURS}
+    if hue:  # the column takes the axis's display name: seaborn writes it as the legend's heading
+        long[AXIS_NAMES[hue]] = long.pop(hue).map(lambda v: level_label(hue, v))
+        palette = _palette(trials, hue)
+        kwargs = {"hue": AXIS_NAMES[hue], "hue_order": list(palette), "palette": palette}
+    if facet:
+        names = [f"{AXIS_NAMES[facet]} {level_label(facet, v)}" for v in levels(trials, facet)]
+        long[facet] = long[facet].map(lambda v: f"{AXIS_NAMES[facet]} {level_label(facet, v)}")
+        kwargs.update(col=facet, col_order=names)
+    grid = sns.relplot(
         data=long,
-        x=axis,
+        kind="line",
+        x="_x",
         y="accuracy",
-        hue=hue_col,
         style="split",
+        style_order=["test", "train"],
         dashes=SPLIT_DASHES,
         markers={"test": "o", "train": "s"},
-        palette=SPLIT_COLOURS if hue is None else "viridis",
         errorbar=("ci", 95),
         n_boot=1000,
         seed=0,
-        ax=ax,
+        height=4.6,
+        aspect=1.25 if facet else 1.6,
+        facet_kws={"sharey": True},
+        **kwargs,
     )
+    for ax in grid.axes.flat:
+        ax.set_xticks(ticks, tick_labels)
+        ax.set_xlabel(AXIS_LABELS.get(axis, axis))
+        if axis not in NUMERIC_AXES:
+            ax.margins(x=0.15)  # categories: keep the end points off the frame
+    grid.set_ylabels("Accuracy (fraction correct)")
+    grid.set_titles("{col_name}" if facet else "")
     n_seeds = int(trials.groupby("config_key")["seed"].nunique().median())
-    ax.set_xlabel(AXIS_LABELS.get(axis, axis))
-    ax.set_ylabel("Accuracy (fraction correct)")
-    ax.set_title(f"Accuracy against {axis.replace('_', ' ')}\nmean and 95% bootstrap CI over {n_seeds} seeds")
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title=None, frameon=False)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    title = f"Accuracy against {AXIS_NAMES[axis]}: mean and 95% bootstrap CI over {n_seeds} seeds"
+    grid.figure.suptitle(title + (f"\n({note})" if note else ""), y=1.1 if note else 1.04)
+    return _save(grid.figure, path)
+
+
+def heatmap(trials: pd.DataFrame, x: str, y: str, path: Path, note: str = "") -> Path:
+    """Mean test accuracy over seeds for every pair of values of two axes, annotated."""
+    _theme()
+    data = trials.assign(_x=trials[x].map(lambda v: level_label(x, v)), _y=trials[y].map(lambda v: level_label(y, v)))
+    table = data.pivot_table(index="_y", columns="_x", values="test_accuracy", aggfunc="mean")
+    table = table.reindex(
+        index=[level_label(y, v) for v in levels(trials, y)], columns=[level_label(x, v) for v in levels(trials, x)]
+    )
+    fig, ax = plt.subplots(figsize=(1.1 * table.shape[1] + 3, 0.7 * table.shape[0] + 2.2))
+    sns.heatmap(table, annot=True, fmt=".3f", cmap="viridis", cbar_kws={"label": "Mean test accuracy"}, ax=ax)
+    ax.set_xlabel(AXIS_LABELS.get(x, x))
+    ax.set_ylabel(AXIS_LABELS.get(y, y))
+    ax.invert_yaxis()  # weakest regularisation at the bottom left
+    ax.set_title(f"Mean test accuracy: {AXIS_NAMES[x]} x {AXIS_NAMES[y]}" + (f"\n{note}" if note else ""))
+    return _save(fig, path)
 
 
 def learning_curves(curves: pd.DataFrame, panels: dict[str, list[str]], path: Path) -> Path:
@@ -67,7 +133,7 @@ def learning_curves(curves: pd.DataFrame, panels: dict[str, list[str]], path: Pa
     `panels` maps a panel title to the trial keys (seeds) of one configuration.
     """
     _theme()
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), sharey=True, layout="constrained")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.5), sharey=True, layout="constrained")
     axes = np.atleast_1d(axes)
     for ax, (title, keys) in zip(axes, panels.items(), strict=True):
         part = curves[curves["trial_key"].isin(keys)]
@@ -81,12 +147,64 @@ def learning_curves(curves: pd.DataFrame, panels: dict[str, list[str]], path: Pa
             x = epochs[shown]
             ax.plot(x, s["mean"], color=SPLIT_COLOURS[split], ls="--" if split == "train" else "-", label=split)
             ax.fill_between(x, s["mean"] - half, s["mean"] + half, color=SPLIT_COLOURS[split], alpha=0.2, lw=0)
-        ax.set_title(f"{title}\n({len(keys)} seeds)")
+        ax.set_title(f"{_wrap(title)}\n({len(keys)} seeds)", fontsize=11)
         ax.set_xlabel("Epoch")
         ax.set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("Accuracy (fraction correct)")
     axes[0].legend(loc="lower right", frameon=True)
-    fig.suptitle("Learning curves: mean and 95% band over seeds")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    fig.suptitle("Learning curves: mean and 95% band over seeds (train with dropout active, as Keras reports it)")
+    return _save(fig, path)
+
+
+def seed_spread(trials: pd.DataFrame, labels: dict[str, str], path: Path) -> Path:
+    """Every seed's test accuracy per configuration (points over a box), configurations in the given order."""
+    _theme()
+    data = trials[trials["config_key"].isin(labels)].assign(configuration=lambda d: d["config_key"].map(labels))
+    order = list(labels.values())
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(order) + 1.8))
+    sns.boxplot(data=data, x="test_accuracy", y="configuration", order=order, color="0.9", fliersize=0, ax=ax)
+    sns.stripplot(
+        data=data,
+        x="test_accuracy",
+        y="configuration",
+        order=order,
+        color=SPLIT_COLOURS["test"],
+        size=4,
+        alpha=0.7,
+        jitter=0.2,
+        ax=ax,
+    )
+    ax.set_xlabel("Test accuracy (fraction correct), one point per seed")
+    ax.set_ylabel("")
+    ax.set_title("Seed-to-seed spread of test accuracy")
+    return _save(fig, path)
+
+
+def paired_differences(differences: pd.DataFrame, path: Path) -> Path:
+    """Per-seed differences in test accuracy against the baseline (columns: configuration, difference)."""
+    _theme()
+    order = list(dict.fromkeys(differences["configuration"]))
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(order) + 1.8))
+    ax.axvline(0, color="0.3", lw=1)
+    sns.boxplot(data=differences, x="difference", y="configuration", order=order, color="0.9", fliersize=0, ax=ax)
+    sns.stripplot(
+        data=differences,
+        x="difference",
+        y="configuration",
+        order=order,
+        color="#2ca02c",
+        size=4,
+        alpha=0.7,
+        jitter=0.2,
+        ax=ax,
+    )
+    ax.set_xlabel("Test accuracy minus the baseline's, same seed (right of 0: better than no regularisation)")
+    ax.set_ylabel("")
+    ax.set_title("Paired differences against the unregularised baseline")
+    return _save(fig, path)
+
+
+def _wrap(text: str, width: int = 42) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
