@@ -6,8 +6,10 @@ STAMP  := $(VENV)/.installed
 SPACE  ?=
 ENGINE ?= population
 RESULTS ?= results
+WORKERS ?= 2
+PORT   ?= 8000
 
-.PHONY: install search report test lint bench clean-venv
+.PHONY: install search search-distributed report test lint bench clean-venv
 
 install: $(STAMP)
 
@@ -19,6 +21,11 @@ $(STAMP): pyproject.toml
 
 search: $(STAMP)
 	$(BIN)/python -m study search $(or $(SPACE),search_spaces/tutorial.yaml) --engine $(ENGINE) --results-dir $(RESULTS)
+
+# A chief and WORKERS workers on this machine (loopback only), one progress bar; all stop when the study is done.
+search-distributed: $(STAMP)
+	$(BIN)/python -m study search $(or $(SPACE),search_spaces/tutorial.yaml) --engine $(ENGINE) --results-dir $(RESULTS) \
+		--chief --port $(PORT) --local-workers $(WORKERS)
 
 report: $(STAMP)
 	$(BIN)/python -m study report $(if $(SPACE),--space $(SPACE)) --results-dir $(RESULTS)

@@ -6,6 +6,7 @@ Bad input ends with one clear message on stderr and a non-zero exit status, neve
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
 
 
@@ -65,6 +76,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--max-trials", type=_positive_int, metavar="N", help="run at most N new trials")
     search.add_argument("--quiet", action="store_true", help="no progress bar")
+    scale = search.add_argument_group(
+        "distributed mode (keras-tuner's chief/worker protocol over gRPC; unauthenticated: trusted networks only)"
+    )
+    role = scale.add_mutually_exclusive_group()
+    role.add_argument("--chief", action="store_true", help="serve the study's trials to workers until all are done")
+    role.add_argument("--worker", action="store_true", help="run trials handed out by a chief (see --oracle)")
+    scale.add_argument("--port", type=_positive_int, metavar="P", help="chief: port to listen on (default 8000)")
+    scale.add_argument("--bind", metavar="HOST", help="chief: address to listen on (default 127.0.0.1, loopback only)")
+    scale.add_argument(
+        "--lease", type=_positive_float, default=1800.0, metavar="S",
+        help="chief: seconds after which a trial handed out but not reported is handed out again (default 1800)",
+    )  # fmt: skip
+    scale.add_argument(
+        "--local-workers", type=_positive_int, default=0, metavar="N", help="chief: also start N workers here"
+    )
+    scale.add_argument("--oracle", metavar="HOST:PORT", help="worker: the chief's address (or KERASTUNER_ORACLE_*)")
+    scale.add_argument(
+        "--patience", type=_positive_float, default=120.0, metavar="S",
+        help="worker: how long to keep retrying an unreachable chief before giving up (default 120)",
+    )  # fmt: skip
 
     report = commands.add_parser(
         "report",
@@ -134,16 +165,27 @@ def _search(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe(space, args.space_file, engine, Path(args.results_dir)))
         return 0
-    from study.search import run_search
+    role = _role(args)
+    if role == "chief":
+        summary = _chief(args, space, engine)
+    elif role == "worker":
+        from study.distributed import oracle_address, run_worker
 
-    summary = run_search(
-        space,
-        engine,
-        results_root=args.results_dir,
-        max_trials=args.max_trials,
-        space_file=args.space_file,
-        progress=not args.quiet,
-    )
+        summary = run_worker(space, engine, args.results_dir, oracle_address(args.oracle), args.patience)
+    else:
+        from study.search import run_search
+
+        summary = run_search(
+            space,
+            engine,
+            results_root=args.results_dir,
+            max_trials=args.max_trials,
+            space_file=args.space_file,
+            progress=not args.quiet,
+        )
+    if role == "worker":  # the chief reports the study; a worker reports what it ran, and its failures
+        print(f"{space.name}: worker ran {summary.run} trial(s) in {summary.wall_time_s:.1f} s on engine {engine.name}")
+        return EXIT_TRIALS_FAILED if summary.failed else 0
     print(
         f"{space.name}: ran {summary.run} trial(s) in {summary.wall_time_s:.1f} s on engine {engine.name}; "
         f"{summary.total - summary.remaining}/{summary.total} done; results in {summary.folder}"
@@ -153,14 +195,40 @@ def _search(args: argparse.Namespace) -> int:
             f"{len(summary.failed)} trial(s) failed (kept as failed rows; a rerun retries them):",
             file=sys.stderr,
         )
-        for result in summary.failed[:20]:
-            print(f"  {result.key}: {result.row['error']}", file=sys.stderr)
+        for key, error in summary.failed[:20]:
+            print(f"  {key}: {error}", file=sys.stderr)
         if len(summary.failed) > 20:
             print(f"  ... and {len(summary.failed) - 20} more (see the error column)", file=sys.stderr)
         return EXIT_TRIALS_FAILED
     if summary.remaining:
         print(f"{summary.remaining} trial(s) left: run the same command again to continue")
     return 0
+
+
+def _role(args: argparse.Namespace) -> str:
+    """chief, worker or single: from the flags, else from keras-tuner's environment variables."""
+    role = "chief" if args.chief else "worker" if args.worker else "single"
+    if role == "single" and os.environ.get("KERASTUNER_ORACLE_IP"):
+        role = "chief" if os.environ.get("KERASTUNER_TUNER_ID", "chief") == "chief" else "worker"
+    if role != "single" and args.max_trials:
+        raise StudyError("--max-trials applies to a single-process search, not to --chief or --worker")
+    return role
+
+
+def _chief(args: argparse.Namespace, space: SearchSpace, engine):
+    from study.distributed import DEFAULT_PORT, ChiefSettings, run_chief
+
+    worker_args = [args.space_file, "--engine", args.engine, "--results-dir", args.results_dir]
+    if args.trials_per_batch:
+        worker_args += ["--trials-per-batch", str(args.trials_per_batch)]
+    settings = ChiefSettings(
+        bind=args.bind or os.environ.get("KERASTUNER_ORACLE_IP") or "127.0.0.1",
+        port=args.port or int(os.environ.get("KERASTUNER_ORACLE_PORT", DEFAULT_PORT)),
+        lease_s=args.lease,
+        local_workers=args.local_workers,
+        worker_args=tuple(worker_args),
+    )
+    return run_chief(space, engine.name, args.results_dir, settings, args.space_file, progress=not args.quiet)
 
 
 def describe(space: SearchSpace, space_file: str, engine, results_root: Path) -> str:

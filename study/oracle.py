@@ -15,6 +15,7 @@ import study.quiet_tf  # noqa: F401  (silences TensorFlow's start-up; must come 
 
 # isort: split
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -59,67 +60,89 @@ def trial_from_values(space: SearchSpace, values: dict[str, Any]) -> Trial:
     return Trial(space, config, int(values["seed"]))
 
 
-class GridOracle(kt.Oracle):
-    """Hands out every (configuration, seed) of the grid exactly once, in `SearchSpace.trials()` order.
+FINGERPRINT_HP = "study_fingerprint"
+RUNNING, IDLE, STOPPED = (kt.engine.trial.TrialStatus.RUNNING, kt.engine.trial.TrialStatus.IDLE,
+                          kt.engine.trial.TrialStatus.STOPPED)  # fmt: skip
 
-    `done` holds the keys of trials already in the results store; they are never handed out again.
+
+class GridOracle(kt.Oracle):
+    """Hands out every (configuration, seed) of the grid once, in `SearchSpace.trials()` order, under its trial key.
+
+    `done` holds the keys of trials already in the results store; they are never handed out. A trial handed out
+    and not ended within `lease_seconds` (a worker that died) is handed out again; when every trial is handed out
+    but some are still in flight, a request gets an IDLE trial (ask again later) rather than STOPPED.
+    The study's fingerprint travels in the search space, so a worker can check it runs the chief's study.
     """
 
-    def __init__(self, space: SearchSpace, done: Iterable[str] = ()):
+    def __init__(self, space: SearchSpace, done: Iterable[str] = (), lease_seconds: float | None = None):
+        hp = hyperparameters(space)
+        hp.Fixed(FINGERPRINT_HP, space.fingerprint())
         super().__init__(
-            hyperparameters=hyperparameters(space),
+            hyperparameters=hp,
             allow_new_entries=False,
             tune_new_entries=False,
             max_consecutive_failed_trials=None,
         )
         self.verbose = 0
         self.space = space
+        self.lease_seconds = lease_seconds
         done = set(done)
-        self._pending = [t for t in space.trials() if t.key not in done]
-        self._next = 0
-        self._by_id: dict[str, Trial] = {}
+        self._pending = {t.key: t for t in space.trials() if t.key not in done}  # in grid order
+        self._in_flight: dict[str, tuple[Trial, float]] = {}  # key -> (trial, when handed out)
+        self.finished: set[str] = set()  # keys ended during this run (completed or failed)
 
     # --- what to run next --------------------------------------------------------------------------
 
-    def populate_space(self, trial_id: str) -> dict[str, Any]:
-        if self._next >= len(self._pending):
-            return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
-        trial = self._pending[self._next]
-        self._next += 1
-        values = {axis: encode(axis, trial.config[axis]) for axis in AXES}
-        values["seed"] = trial.seed
-        return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": values}
+    @kt.synchronized
+    def create_trial(self, tuner_id: str) -> kt.engine.trial.Trial:
+        trial = self._expired_lease() or (self._pending.pop(next(iter(self._pending))) if self._pending else None)
+        if trial is None:
+            status = IDLE if self._in_flight else STOPPED
+            return kt.engine.trial.Trial(self.hyperparameters.copy(), trial_id=status, status=status)
+        self._in_flight[trial.key] = (trial, time.monotonic())
+        hp = self.hyperparameters.copy()
+        hp.values = {**{axis: encode(axis, trial.config[axis]) for axis in AXES}, "seed": trial.seed}
+        hp.values[FINGERPRINT_HP] = self.space.fingerprint()
+        return kt.engine.trial.Trial(hp, trial_id=trial.key, status=RUNNING)
+
+    def _expired_lease(self) -> Trial | None:
+        if self.lease_seconds is None:
+            return None
+        now = time.monotonic()
+        for trial, handed_at in self._in_flight.values():
+            if now - handed_at > self.lease_seconds:
+                return trial
+        return None
 
     def create_trials(self, tuner_id: str, n: int) -> list[tuple[kt.engine.trial.Trial, Trial]]:
-        """Up to `n` trials for one worker, each under its own sub-id so they can be in flight together."""
-        handed: list[tuple[kt.engine.trial.Trial, Trial]] = []
-        for slot in range(n):
-            kt_trial = self.create_trial(f"{tuner_id}/{slot}")
-            if kt_trial.status != kt.engine.trial.TrialStatus.RUNNING:
+        """Up to `n` trials for one worker (fewer when the grid runs out)."""
+        handed = []
+        for _ in range(n):
+            kt_trial = self.create_trial(tuner_id)
+            if kt_trial.status != RUNNING:
                 break
-            trial = trial_from_values(self.space, kt_trial.hyperparameters.values)
-            self._by_id[kt_trial.trial_id] = trial
-            handed.append((kt_trial, trial))
+            handed.append((kt_trial, trial_from_values(self.space, kt_trial.hyperparameters.values)))
         return handed
 
     @property
     def remaining(self) -> int:
         """Trials not yet handed out."""
-        return len(self._pending) - self._next
+        return len(self._pending)
+
+    @property
+    def complete(self) -> bool:
+        """Every trial of the grid handed out and ended."""
+        return not self._pending and not self._in_flight
 
     # --- what is finished --------------------------------------------------------------------------
 
     @kt.synchronized
     def end_trial(self, trial: kt.engine.trial.Trial) -> None:
-        """Mark a handed-out trial finished; its result lives in the store, so no score is kept here."""
-        own = self.trials[trial.trial_id]
-        own.status = trial.status
-        own.message = trial.message
-        self.end_order.append(trial.trial_id)
-        for tuner_id, ongoing in list(self.ongoing_trials.items()):
-            if ongoing.trial_id == trial.trial_id:
-                del self.ongoing_trials[tuner_id]
-                break
+        """Mark a trial finished (its result is in the store). Works for trials handed out by an earlier chief."""
+        key = trial.trial_id
+        self._in_flight.pop(key, None)
+        self._pending.pop(key, None)
+        self.finished.add(key)
 
     # --- keras-tuner's per-trial files are off: the results store is the record ---------------------
 

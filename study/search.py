@@ -14,7 +14,6 @@ from tqdm import tqdm
 
 from study.engines.base import Engine
 from study.oracle import GridOracle
-from study.schema import TrialResult
 from study.space import SearchSpace
 from study.store import ResultsStore, study_folder
 
@@ -27,7 +26,7 @@ class SearchSummary:
     total: int
     done_before: int
     run: int = 0
-    failed: list[TrialResult] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (trial key, error)
     wall_time_s: float = 0.0
 
     @property
@@ -64,22 +63,32 @@ def run_search(
             handed = oracle.create_trials("main", min(engine.batch_size(space), budget))
             if not handed:
                 break
-            kt_trials = {trial.key: kt_trial for kt_trial, trial in handed}
-            for results in engine.run([trial for _, trial in handed]):
-                store.commit(results)
-                for result in results:
-                    kt_trial = kt_trials[result.key]
-                    kt_trial.status = "COMPLETED" if result.ok else "FAILED"
-                    kt_trial.message = result.row["error"] or None
-                    oracle.end_trial(kt_trial)
-                summary.run += len(results)
-                summary.failed += [r for r in results if not r.ok]
-                bar.update(sum(r.ok for r in results))
-                if summary.failed:
-                    bar.set_postfix(failed=len(summary.failed))
+            run_batch(handed, engine, store, oracle, summary, bar)
             budget -= len(handed)
     finally:
         bar.close()
         summary.wall_time_s = time.perf_counter() - start
         store.finish(trials_run=summary.run, failed=len(summary.failed))
     return summary
+
+
+def run_batch(handed: list, engine: Engine, store: ResultsStore, oracle, summary: SearchSummary, bar=None) -> None:
+    """Run trials handed out by an Oracle (local or remote), commit each finished group, then report it ended.
+
+    Commit comes first: a trial the Oracle hears about is always in the store, and one whose report is lost (a
+    killed worker) is handed out again and its duplicate discarded by the store.
+    """
+    kt_trials = {trial.key: kt_trial for kt_trial, trial in handed}
+    for results in engine.run([trial for _, trial in handed]):
+        store.commit(results)
+        for result in results:
+            kt_trial = kt_trials[result.key]
+            kt_trial.status = "COMPLETED" if result.ok else "FAILED"
+            kt_trial.message = result.row["error"] or None
+            oracle.end_trial(kt_trial)
+        summary.run += len(results)
+        summary.failed += [(r.key, r.row["error"]) for r in results if not r.ok]
+        if bar is not None:
+            bar.update(sum(r.ok for r in results))
+            if summary.failed:
+                bar.set_postfix(failed=len(summary.failed))

@@ -53,8 +53,11 @@ def write_atomically(path: Path, write: Any) -> None:
 class ResultsStore:
     """Reads and writes one study's results folder."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, rebuild_table: bool = True):
+        """`rebuild_table=False` for a worker sharing the folder: it writes only its batches and curves, and the
+        process that owns the run (the chief) rebuilds trials.csv."""
         self.folder = Path(folder)
+        self.rebuild_table = rebuild_table
         self.batches = self.folder / "batches"
         self.curves_dir = self.folder / "curves"
         self._rows: pd.DataFrame | None = None
@@ -64,14 +67,7 @@ class ResultsStore:
 
     def begin(self, space: SearchSpace, engine: str, space_file: str = "") -> None:
         """Open the folder for a run of `space`: create it, or check it holds the same study."""
-        manifest = self.manifest() if (self.folder / MANIFEST).exists() else None
-        if manifest is not None and manifest.get("fingerprint") != space.fingerprint():
-            raise StudyError(
-                f"{self.folder} holds results of a different search space (its manifest was written for "
-                f"{manifest.get('space_file') or 'another file'}). Changing the grid, data, model or training "
-                f"would mix incomparable trials. Give the study a new `name:` in the YAML, pass another "
-                f"--results-dir, or delete {self.folder} to start over."
-            )
+        manifest = self.check(space) if (self.folder / MANIFEST).exists() else None
         self.batches.mkdir(parents=True, exist_ok=True)
         self.curves_dir.mkdir(parents=True, exist_ok=True)
         if manifest is None:
@@ -90,9 +86,21 @@ class ResultsStore:
         )
         self._write_manifest(manifest)
 
+    def check(self, space: SearchSpace) -> dict[str, Any]:
+        """The manifest, after checking that the folder holds results of this very search space."""
+        manifest = self.manifest()
+        if manifest.get("fingerprint") != space.fingerprint():
+            raise StudyError(
+                f"{self.folder} holds results of a different search space (its manifest was written for "
+                f"{manifest.get('space_file') or 'another file'}). Changing the grid, data, model or training "
+                f"would mix incomparable trials. Give the study a new `name:` in the YAML, pass another "
+                f"--results-dir, or delete {self.folder} to start over."
+            )
+        return manifest
+
     def finish(self, trials_run: int, failed: int) -> None:
         """Record the end of the run in the manifest and leave trials.csv complete."""
-        self._rows = None  # re-read: other workers may have committed to the same folder
+        self.refresh()  # other workers may have committed to the same folder
         manifest = self.manifest()
         manifest["runs"][-1].update(finished_at=_now(), trials_run=trials_run, failed=failed)
         manifest["completed_trials"] = len(self.completed_keys())
@@ -114,7 +122,8 @@ class ResultsStore:
         rows = pd.DataFrame([r.row for r in results], columns=list(TRIAL_COLUMNS))
         write_atomically(self.batches / f"{batch_id}.csv", lambda p: rows.to_csv(p, index=False))
         self._rows = None if self._rows is None else pd.concat([self._rows, rows], ignore_index=True)
-        self._write_trials_csv()
+        if self.rebuild_table:
+            self._write_trials_csv()
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -146,6 +155,15 @@ class ResultsStore:
         failed = failed.drop_duplicates("trial_key", keep="last")
         table = pd.concat([completed.drop(columns="_rank"), failed]) if include_failed else completed
         return table.sort_index().reset_index(drop=True)[list(TRIAL_COLUMNS)]
+
+    def refresh(self) -> None:
+        """Forget what was read: the next read sees batches other processes committed since."""
+        self._rows = None
+
+    def failed_keys(self) -> set[str]:
+        """Trials whose only records are failures."""
+        table = self.trials()
+        return set(table.loc[table["status"] != COMPLETED, "trial_key"]) if not table.empty else set()
 
     def completed_keys(self) -> set[str]:
         rows = self._all_rows()
