@@ -158,49 +158,46 @@ def learning_curves(curves: pd.DataFrame, panels: dict[str, list[str]], path: Pa
 
 def seed_spread(trials: pd.DataFrame, labels: dict[str, str], path: Path) -> Path:
     """Every seed's test accuracy per configuration (points over a box), configurations in the given order."""
-    _theme()
     data = trials[trials["config_key"].isin(labels)].assign(configuration=lambda d: d["config_key"].map(labels))
-    order = list(labels.values())
-    fig, ax = plt.subplots(figsize=(9, 0.42 * len(order) + 1.8))
-    sns.boxplot(data=data, x="test_accuracy", y="configuration", order=order, color="0.9", fliersize=0, ax=ax)
-    sns.stripplot(
-        data=data,
-        x="test_accuracy",
-        y="configuration",
-        order=order,
-        color=SPLIT_COLOURS["test"],
-        size=4,
-        alpha=0.7,
-        jitter=0.2,
-        ax=ax,
+    return _seeds_per_configuration(
+        data,
+        "test_accuracy",
+        list(labels.values()),
+        SPLIT_COLOURS["test"],
+        "Test accuracy (fraction correct), one point per seed",
+        "Seed-to-seed spread of test accuracy",
+        path,
     )
-    ax.set_xlabel("Test accuracy (fraction correct), one point per seed")
-    ax.set_ylabel("")
-    ax.set_title("Seed-to-seed spread of test accuracy")
-    return _save(fig, path)
 
 
 def paired_differences(differences: pd.DataFrame, path: Path) -> Path:
     """Per-seed differences in test accuracy against the baseline (columns: configuration, difference)."""
-    _theme()
-    order = list(dict.fromkeys(differences["configuration"]))
-    fig, ax = plt.subplots(figsize=(9, 0.42 * len(order) + 1.8))
-    ax.axvline(0, color="0.3", lw=1)
-    sns.boxplot(data=differences, x="difference", y="configuration", order=order, color="0.9", fliersize=0, ax=ax)
-    sns.stripplot(
-        data=differences,
-        x="difference",
-        y="configuration",
-        order=order,
-        color="#2ca02c",
-        size=4,
-        alpha=0.7,
-        jitter=0.2,
-        ax=ax,
+    return _seeds_per_configuration(
+        differences,
+        "difference",
+        list(dict.fromkeys(differences["configuration"])),
+        "#2ca02c",
+        "Test accuracy minus the baseline's, same seed (right of 0: better than no regularisation)",
+        "Paired differences against the unregularised baseline",
+        path,
+        zero_line=True,
     )
-    ax.set_xlabel("Test accuracy minus the baseline's, same seed (right of 0: better than no regularisation)")
+
+
+def _seeds_per_configuration(
+    data: pd.DataFrame, x: str, order: list[str], colour, xlabel: str, title: str, path: Path, zero_line: bool = False
+) -> Path:
+    """One row per configuration: a box over its seeds and every seed as a point."""
+    _theme()
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(order) + 1.8))
+    if zero_line:
+        ax.axvline(0, color="0.3", lw=1)
+    sns.boxplot(data=data, x=x, y="configuration", order=order, color="0.9", fliersize=0, ax=ax)
+    points = {"size": 4, "alpha": 0.7, "jitter": 0.2}
+    sns.stripplot(data=data, x=x, y="configuration", order=order, color=colour, ax=ax, **points)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("")
-    ax.set_title("Paired differences against the unregularised baseline")
+    ax.set_title(title)
     return _save(fig, path)
 
 
