@@ -298,15 +298,7 @@ def _conclusions(done: pd.DataFrame, table: pd.DataFrame, axes: list[str], share
                 continue
             key = alone.groupby("config_key")["test_accuracy"].mean().idxmax()
             row = by_key.loc[key]
-            verdict = (
-                (
-                    "larger than seed noise: it helps"
-                    if row.vs_baseline_difference > 0
-                    else "larger than seed noise: it hurts"
-                )
-                if row.vs_baseline_p_holm < stats.ALPHA
-                else f"not distinguishable from seed noise with {int(row.seeds)} seeds"
-            )
+            verdict = _verdict(row, n_configs - 1)
             test = "paired" if row.vs_baseline_paired is True else "unpaired (seeds not shared)"
             lines.append(
                 f"**{AXIS_NAMES[axis].capitalize()} alone** -- the best setting, {row.configuration}, changes mean "
@@ -323,7 +315,13 @@ def _conclusions(done: pd.DataFrame, table: pd.DataFrame, axes: list[str], share
         f"(95% CI {best.test_accuracy_ci_low:.3f} to {best.test_accuracy_ci_high:.3f}, IQM "
         f"{best.test_accuracy_iqm:.3f}, {int(best.seeds)} seeds). {others} of the other {n_configs - 1} "
         "configurations are statistically indistinguishable from it (paired tests against it, Holm-adjusted, "
-        f"p >= {stats.ALPHA})."
+        f"p >= {stats.ALPHA})"
+        + (
+            f"; with {int(best.seeds)} seeds no paired test can reach significance after that correction, so this "
+            "count says only that the study is too small to separate them."
+            if _significance_unreachable(int(best.seeds), n_configs - 1)
+            else "."
+        )
     )
     if shares is not None:
         terms = shares.table[shares.table["term"] != "residual"].sort_values("share", ascending=False)
@@ -349,6 +347,25 @@ def _conclusions(done: pd.DataFrame, table: pd.DataFrame, axes: list[str], share
 
 def _p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
+
+
+def _significance_unreachable(n_seeds: int, comparisons: int) -> bool:
+    """True when even the most extreme signed-rank result cannot survive Holm correction over `comparisons`."""
+    return stats.smallest_p_value(n_seeds) * comparisons >= stats.ALPHA
+
+
+def _verdict(row: pd.Series, comparisons: int) -> str:
+    """Whether a difference from the baseline is larger than seed noise, in words."""
+    direction = "helps" if row.vs_baseline_difference > 0 else "hurts"
+    if row.vs_baseline_p_holm < stats.ALPHA:
+        return f"larger than seed noise: it {direction}"
+    excludes_zero = row.vs_baseline_ci_low > 0 or row.vs_baseline_ci_high < 0
+    if excludes_zero and row.vs_baseline_paired is True and _significance_unreachable(int(row.seeds), comparisons):
+        return (
+            f"its interval excludes zero, so it probably {direction}, but with {int(row.seeds)} seeds no paired test "
+            f"can reach significance after correction over {comparisons} comparisons: confirm with more seeds"
+        )
+    return f"not distinguishable from seed noise with {int(row.seeds)} seeds"
 
 
 def _term_words(term: str) -> str:
