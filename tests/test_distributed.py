@@ -126,3 +126,15 @@ def test_an_unreachable_chief_is_a_clear_error_after_retrying(tmp_path) -> None:
     code, log = finish(proc)
     assert code == 2 and "cannot reach the chief at 127.0.0.1:" in log and "Traceback" not in log
     assert time.monotonic() - start >= 3  # it retried before giving up
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--worker", "--oracle", "nohostport"), "--oracle 'nohostport' is not HOST:PORT"),
+        (("--chief", "--max-trials", "3"), "--max-trials applies to a single-process search"),
+    ],
+)
+def test_bad_distributed_options_are_clear_errors(tmp_path, args, message) -> None:
+    code, log = finish(study(write_space(tmp_path), tmp_path / "r", *args))
+    assert code == 2 and message in log and "Traceback" not in log
