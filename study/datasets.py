@@ -32,6 +32,7 @@ class DatasetInfo:
     defaults: dict[str, Any]
     train_size: int | float
     description: str
+    image_shape: tuple[int, int] | None = None  # (height, width) when the features are an image's pixels, row-major
 
     def allowed_params(self) -> list[str]:
         signature = inspect.signature(self.make)
@@ -63,7 +64,9 @@ DATASETS: dict[str, DatasetInfo] = {
         "scikit-learn make_classification: Gaussian clusters, 20 features by default",
     ),
     "breast_cancer": DatasetInfo(_breast_cancer, {}, 0.5, "Wisconsin breast cancer, 569 rows, 30 features, binary"),
-    "digits": DatasetInfo(_digits, {}, 0.5, "8x8 handwritten digits, 1797 rows, 64 features, 10 classes"),
+    "digits": DatasetInfo(
+        _digits, {}, 0.5, "8x8 handwritten digits, 1797 rows, 64 features (pixels), 10 classes", image_shape=(8, 8)
+    ),
 }
 # The bundled loaders take no generator parameters.
 _NO_PARAMS = {"breast_cancer", "digits"}
@@ -83,6 +86,7 @@ class Split:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    image_shape: tuple[int, int] | None = None
 
     @property
     def n_features(self) -> int:
@@ -124,4 +128,5 @@ def load_split(
         x_test.astype(np.float32),
         y[test],
         n_classes=int(y.max()) + 1,
+        image_shape=info.image_shape,
     )

@@ -90,10 +90,15 @@ def machine() -> dict[str, Any]:
 
 
 def model_description(space: SearchSpace, config: dict[str, Any], n_features: int, n_classes: int) -> str:
-    """A short, human-readable architecture string, e.g. 'mlp 2-500-1 relu'."""
+    """A short, human-readable architecture string, e.g. 'mlp 2-500-1 relu', 'cnn conv16-32 dense64-10 relu'."""
+    model = space.model
     outputs = 1 if n_classes == 2 else n_classes
-    widths = "-".join(str(w) for w in (n_features, *config["hidden_units"], outputs))
-    return f"{space.model.family} {widths} {space.model.activation}"
+    head = "-".join(str(w) for w in (*config["hidden_units"], outputs))
+    if model.family == "cnn":
+        return f"cnn conv{'-'.join(str(f) for f in model.filters)} dense{head} {model.activation}"
+    if model.family == "rnn":
+        return f"rnn lstm{config['hidden_units'][0]} dense{outputs} {model.activation}"
+    return f"mlp {n_features}-{head} {model.activation}"
 
 
 @dataclass
@@ -139,7 +144,7 @@ def _base_row(trial: Trial, engine: str) -> dict[str, Any]:
         finished_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
         **versions(),
     )
-    for axis in AXES:
+    for axis in space.applicable_axes:  # axes of other model families stay blank
         value = trial.config[axis]
         row[axis] = "-".join(str(w) for w in value) if axis == "hidden_units" else value
     return row

@@ -33,7 +33,37 @@ from study.errors import StudyError
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish", "softplus", "linear")
 
 # The grid axes, in the order they are enumerated and stored.
-AXES = ("dropout_rate", "input_dropout", "max_norm", "l2", "batch_norm", "hidden_units", "early_stopping")
+AXES = (
+    "dropout_rate",
+    "input_dropout",
+    "conv_dropout",
+    "pool_dropout",
+    "spatial_dropout",
+    "lstm_dropout",
+    "recurrent_dropout",
+    "max_norm",
+    "l2",
+    "batch_norm",
+    "hidden_units",
+    "early_stopping",
+)
+RATE_AXES = AXES[:7]
+
+# Model families and the axes that apply to each (an axis that does not apply stays off and is not stored).
+FAMILIES = ("mlp", "cnn", "rnn")
+_SHARED = ("dropout_rate", "input_dropout", "max_norm", "l2", "hidden_units", "early_stopping")
+FAMILY_AXES = {
+    "mlp": (*_SHARED, "batch_norm"),
+    "cnn": (*_SHARED, "batch_norm", "conv_dropout", "pool_dropout", "spatial_dropout"),
+    "rnn": (*_SHARED, "lstm_dropout", "recurrent_dropout"),
+}
+FAMILY_AXES = {family: tuple(a for a in AXES if a in axes) for family, axes in FAMILY_AXES.items()}
+DEFAULT_FILTERS = [16, 32]
+DEFAULT_ACTIVATION = {"mlp": "relu", "cnn": "relu", "rnn": "tanh"}
+
+# Fields added after results existed; left out of hashes while unset, so existing results keep their keys.
+_ADDED_AXES = ("conv_dropout", "pool_dropout", "spatial_dropout", "lstm_dropout", "recurrent_dropout")
+_ADDED_MODEL_FIELDS = ("filters",)
 
 
 def _rate(value: float) -> float:
@@ -109,16 +139,43 @@ class DatasetSpec(_Strict):
 
 
 class ModelSpec(_Strict):
+    """The network. `hidden_units` are the MLP's hidden layers, the CNN's dense head, or the RNN's LSTM units.
+
+    `filters` (cnn only) gives one Conv2D(3x3, same padding) + MaxPooling2D(2) block per entry.
+    `activation` is that of the hidden Dense and Conv2D layers, or the LSTM's cell activation (default tanh).
+    """
+
     family: str = "mlp"
     hidden_units: list[Width] = Field(default_factory=lambda: [500], min_length=1)
+    filters: list[Width] | None = None
     activation: str = "relu"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        family = raw.get("family", "mlp")
+        if family in FAMILIES:
+            raw = {"activation": DEFAULT_ACTIVATION[family], **raw}
+        if family == "cnn":
+            raw = {"filters": DEFAULT_FILTERS, **raw}
+        return raw
 
     @field_validator("family")
     @classmethod
     def _known_family(cls, family: str) -> str:
-        if family != "mlp":
-            raise ValueError(f"unknown model family{_suggest(family, ['mlp'])}; known: mlp")
+        if family not in FAMILIES:
+            raise ValueError(f"unknown model family{_suggest(family, FAMILIES)}; known: {', '.join(FAMILIES)}")
         return family
+
+    @model_validator(mode="after")
+    def _fits_family(self) -> ModelSpec:
+        if self.filters is not None and self.family != "cnn":
+            raise ValueError(f"filters applies to model family cnn only (this model is {self.family})")
+        if self.family == "rnn" and len(self.hidden_units) != 1:
+            raise ValueError("an rnn has one LSTM layer: hidden_units must hold one width, e.g. [32]")
+        return self
 
     @field_validator("activation")
     @classmethod
@@ -160,6 +217,11 @@ class AxesSpec(_Strict):
 
     dropout_rate: list[Rate] | None = None
     input_dropout: list[Rate] | None = None
+    conv_dropout: list[Rate] | None = None
+    pool_dropout: list[Rate] | None = None
+    spatial_dropout: list[Rate] | None = None
+    lstm_dropout: list[Rate] | None = None
+    recurrent_dropout: list[Rate] | None = None
     max_norm: list[MaxNorm] | None = None
     l2: list[L2] | None = None
     batch_norm: list[bool] | None = None
@@ -210,6 +272,25 @@ class SearchSpace(_Strict):
         return seeds
 
     @model_validator(mode="after")
+    def _axes_fit_the_model(self) -> SearchSpace:
+        family = self.model.family
+        for axis in AXES:
+            if getattr(self.axes, axis) is not None and axis not in FAMILY_AXES[family]:
+                users = [f for f in FAMILIES if axis in FAMILY_AXES[f]]
+                raise ValueError(
+                    f"axes.{axis} does not apply to model family {family} (it applies to {', '.join(users)}); "
+                    f"axes for {family}: {', '.join(FAMILY_AXES[family])}"
+                )
+        if family != "mlp" and DATASETS[self.dataset.name].image_shape is None:
+            images = [name for name, info in DATASETS.items() if info.image_shape]
+            raise ValueError(
+                f"model family {family} needs an image dataset ({', '.join(images)}); {self.dataset.name} has none"
+            )
+        if family == "rnn" and any(len(w) != 1 for w in self.axis_values()["hidden_units"]):
+            raise ValueError("an rnn has one LSTM layer: each axes.hidden_units value must be one width, e.g. 32")
+        return self
+
+    @model_validator(mode="after")
     def _early_stopping_configured(self) -> SearchSpace:
         if self.axes.early_stopping and True in self.axes.early_stopping and self.training.early_stopping is None:
             raise ValueError(
@@ -236,8 +317,7 @@ class SearchSpace(_Strict):
 
     def default_value(self, axis: str) -> Any:
         defaults = {
-            "dropout_rate": 0.0,
-            "input_dropout": 0.0,
+            **dict.fromkeys(RATE_AXES, 0.0),
             "max_norm": None,
             "l2": 0.0,
             "batch_norm": False,
@@ -249,7 +329,7 @@ class SearchSpace(_Strict):
     def _normalise(self, axis: str, value: Any) -> Any:
         if axis == "hidden_units":
             return tuple(value) if isinstance(value, list) else (value,) * len(self.model.hidden_units)
-        if axis in ("dropout_rate", "input_dropout", "l2") or (axis == "max_norm" and value is not None):
+        if axis in RATE_AXES or axis == "l2" or (axis == "max_norm" and value is not None):
             return float(value)
         return value
 
@@ -267,9 +347,23 @@ class SearchSpace(_Strict):
     def n_trials(self) -> int:
         return math.prod(len(v) for v in self.axis_values().values()) * len(self.seeds)
 
+    @property
+    def applicable_axes(self) -> tuple[str, ...]:
+        """The axes that mean something for this study's model family."""
+        return FAMILY_AXES[self.model.family]
+
+    def definition(self, include: set[str] | None = None, exclude: set[str] | None = None) -> dict[str, Any]:
+        """The space as JSON-able data for hashing; fields added later are left out while unset."""
+        dump = self.model_dump(mode="json", include=include, exclude=exclude)
+        for section, fields in (("axes", _ADDED_AXES), ("model", _ADDED_MODEL_FIELDS)):
+            for name in fields:
+                if name in dump.get(section, {}) and dump[section][name] is None:
+                    del dump[section][name]
+        return dump
+
     def fingerprint(self) -> str:
         """A hash of everything that defines the study's trials (the description is left out)."""
-        return _hash(self.model_dump(mode="json", exclude={"description"}))
+        return _hash(self.definition(exclude={"description"}))
 
 
 @dataclass(frozen=True)
@@ -283,8 +377,9 @@ class Trial:
     @cached_property
     def config_key(self) -> str:
         """Identifies the configuration (all seeds of it share the key); stable across runs and machines."""
-        definition = self.space.model_dump(mode="json", include={"dataset", "model", "training"})
-        return _hash({**definition, "config": _jsonable(self.config)})[:12]
+        definition = self.space.definition(include={"dataset", "model", "training"})
+        config = {axis: self.config[axis] for axis in self.space.applicable_axes}
+        return _hash({**definition, "config": _jsonable(config)})[:12]
 
     @property
     def key(self) -> str:

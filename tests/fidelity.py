@@ -9,7 +9,7 @@ import study.quiet_tf  # noqa: F401  (before keras)
 import keras
 import numpy as np
 
-from study.engines import keras_engine, population
+from study.engines import keras_engine
 from study.engines.base import split_for
 from study.space import Trial
 
@@ -18,8 +18,8 @@ def keras_reference(trial: Trial, shuffle: bool = False):
     """Plain Keras: initial weights, per-epoch history, final weights and final metrics."""
     data = split_for(trial)
     keras.utils.set_random_seed(trial.seed)
-    model = keras_engine.build_model(trial, data.n_features, data.n_classes)
-    initial = [w.copy() for w in model.get_weights()]
+    model = keras_engine.build_model(trial, data)
+    initial = keras_weights(model)
     y_train = keras_engine.labels(data.y_train, data.n_classes)
     y_test = keras_engine.labels(data.y_test, data.n_classes)
     fit = model.fit(
@@ -39,34 +39,45 @@ def keras_reference(trial: Trial, shuffle: bool = False):
     return initial, history, final, model
 
 
-def stacked_from_keras(weights: list[np.ndarray], trial: Trial) -> list[np.ndarray]:
-    """Keras get_weights() order (per layer: kernel, bias, [gamma, beta, mean, var]) -> population flat order."""
-    n_hidden = len(trial.config["hidden_units"])
-    bn = trial.config["batch_norm"]
-    kernels, biases, gammas, betas, means, variances = [], [], [], [], [], []
-    it = iter(weights)
-    for _ in range(n_hidden):
-        kernels.append(next(it))
-        biases.append(next(it))
-        if bn:
-            gammas.append(next(it))
-            betas.append(next(it))
-            means.append(next(it))
-            variances.append(next(it))
-    kernels.append(next(it))
-    biases.append(next(it))
-    vectors = [*biases, *gammas, *betas, *means, *variances]
-    return [k[None] for k in kernels] + [v[None, None, :] for v in vectors]
-
-
-def keras_order(flat: list[np.ndarray], trial: Trial) -> list[np.ndarray]:
-    """Population flat order (one trial) -> Keras get_weights() order."""
-    n_hidden = len(trial.config["hidden_units"])
-    n_layers, n_bn = n_hidden + 1, (n_hidden if trial.config["batch_norm"] else 0)
-    p = population.Params.from_flat([f[0] for f in flat], n_layers, n_bn)
+def _groups(model: keras.Model) -> list[tuple[str, list]]:
+    """The model's weights, per layer, each tagged with the population group it belongs to."""
     out = []
-    for i in range(n_hidden):
-        out += [p.kernels[i], p.biases[i][0]]
-        if n_bn:
-            out += [p.gammas[i][0], p.betas[i][0], p.moving_means[i][0], p.moving_vars[i][0]]
-    return [*out, p.kernels[-1], p.biases[-1][0]]
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            out += [("gammas", layer.gamma), ("betas", layer.beta)]
+            out += [("means", layer.moving_mean), ("variances", layer.moving_variance)]
+        elif isinstance(layer, keras.layers.LSTM):
+            cell = layer.cell
+            out += [("kernels", cell.kernel), ("kernels", cell.recurrent_kernel), ("biases", cell.bias)]
+        elif layer.weights:
+            out += [("kernels", layer.kernel), ("biases", layer.bias)]
+    return out
+
+
+GROUP_ORDER = ("kernels", "biases", "gammas", "betas", "means", "variances")
+
+
+def stacked_from_keras(model: keras.Model, weights: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Keras weights (the model's own, or `weights` in its order) -> population flat order for one trial.
+
+    Kernels become [1, in, out] (a conv kernel [3, 3, c, f] its im2col form [1, 9c, f]), vectors [1, 1, n]."""
+    groups = _groups(model)
+    values = weights if weights is not None else [v.numpy() for _, v in groups]
+    by_group: dict[str, list] = {g: [] for g in GROUP_ORDER}
+    for (group, _), value in zip(groups, values, strict=True):
+        by_group[group].append(value.reshape(1, -1, value.shape[-1]) if group == "kernels" else value[None, None])
+    return [v for g in GROUP_ORDER for v in by_group[g]]
+
+
+def keras_order(flat: list[np.ndarray], model: keras.Model) -> list[np.ndarray]:
+    """Population flat order (one trial) -> the model's weights in `_groups` order, in Keras shapes."""
+    groups = _groups(model)
+    counts = {g: sum(1 for group, _ in groups if group == g) for g in GROUP_ORDER}
+    cuts = np.cumsum([0, *counts.values()])
+    by_group = {g: list(flat[a:b]) for g, a, b in zip(GROUP_ORDER, cuts[:-1], cuts[1:], strict=True)}
+    return [by_group[group].pop(0)[0].reshape(v.shape) for group, v in groups]
+
+
+def keras_weights(model: keras.Model) -> list[np.ndarray]:
+    """The model's weights in `_groups` order."""
+    return [v.numpy() for _, v in _groups(model)]

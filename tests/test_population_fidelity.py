@@ -6,10 +6,12 @@ is (dropout on: distributions over seeds); and a trial's result never depends on
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import tiny_space_dict
-from fidelity import keras_order, keras_reference, stacked_from_keras
+from fidelity import keras_order, keras_reference, keras_weights, stacked_from_keras
 from scipy import stats
 
 from study.engines import masks, population
@@ -27,12 +29,12 @@ def compare_exactly(space_dict: dict) -> int:
     trial = parse_space(space_dict).trials()[0]
     initial, history, final, model = keras_reference(trial)
     p_hist, epochs_run, p_final, p_flat = population.train_population(
-        [trial], [split_for(trial)], initial=stacked_from_keras(initial, trial), shuffle=False
+        [trial], [split_for(trial)], initial=stacked_from_keras(model, initial), shuffle=False
     )
     assert epochs_run[0] == len(history), "stopped at a different epoch"
-    pairs = zip(model.get_weights(), keras_order(p_flat, trial), strict=True)
+    pairs = zip(keras_weights(model), keras_order(p_flat, model), strict=True)
     for i, (keras_w, pop_w) in enumerate(pairs):
-        np.testing.assert_allclose(pop_w, keras_w, atol=EXACT_ATOL, err_msg=f"weight {i} (Keras get_weights order)")
+        np.testing.assert_allclose(pop_w, keras_w, atol=EXACT_ATOL, err_msg=f"weight {i} (Keras layer order)")
     np.testing.assert_allclose(p_hist[:, 0, :], history, atol=EXACT_ATOL, err_msg="per-epoch history")
     keras_final = [final["train_loss"], final["train_accuracy"], final["test_loss"], final["test_accuracy"]]
     np.testing.assert_allclose(p_final[0], keras_final, atol=EXACT_ATOL, err_msg="final evaluation")
@@ -85,6 +87,35 @@ def test_matches_keras_exactly_for_softmax_outputs() -> None:
             seeds=[1],
             training={"epochs": 10},
             model={"hidden_units": [16]},
+        )
+    )
+
+
+DIGITS = {"name": "digits", "split": {"train_size": 100}}
+
+
+@pytest.mark.parametrize(
+    "axes",
+    [{}, {"l2": [1e-3], "max_norm": [0.5]}, {"batch_norm": [True]}],
+    ids=["none", "l2-max_norm", "batch_norm"],
+)
+def test_cnn_matches_keras_exactly_without_dropout(axes: dict) -> None:
+    compare_exactly(
+        tiny_space_dict(
+            dataset=DIGITS,
+            axes=axes,
+            seeds=[2],
+            training={"epochs": 6},
+            model={"family": "cnn", "filters": [4, 8], "hidden_units": [16]},
+        )
+    )
+
+
+@pytest.mark.parametrize("axes", [{}, {"l2": [1e-3], "max_norm": [0.5]}], ids=["none", "l2-max_norm"])
+def test_rnn_matches_keras_exactly_without_dropout(axes: dict) -> None:
+    compare_exactly(
+        tiny_space_dict(
+            dataset=DIGITS, axes=axes, seeds=[2], training={"epochs": 6}, model={"family": "rnn", "hidden_units": [8]}
         )
     )
 
@@ -170,3 +201,74 @@ def test_the_statistical_test_catches_wrong_dropout_scaling(keras_distribution, 
     ours = _statistics(_population_distribution(_dropout_space().trials()))
     theirs = _statistics(keras_distribution)
     assert not all(_agrees(ours[n], theirs[n], t) for n, t in TOLERANCE.items())
+
+
+# --- dropout on, CNN and RNN: the distribution of a sample's training-mode loss over dropout masks -------------
+
+DRAWS = 4000
+ONE_ROW = {"name": "digits", "split": {"train_size": 1}}
+
+
+def _one_row_space(family: str, axes: dict, seeds: int = DRAWS):
+    model = {"family": family, "hidden_units": [16], **({"filters": [4, 8]} if family == "cnn" else {})}
+    return parse_space(
+        tiny_space_dict(dataset=ONE_ROW, axes=axes, seeds=seeds, training={"epochs": 1, "batch_size": 1}, model=model)
+    )
+
+
+def _keras_mask_losses(family: str, axes: dict) -> tuple[np.ndarray, list[np.ndarray], object]:
+    """Keras: one model, called DRAWS times in training mode on the one training row (new masks each call)."""
+    import keras
+
+    from study.engines import keras_engine
+
+    trial = _one_row_space(family, axes, seeds=1).trials()[0]
+    data = split_for(trial)
+    keras.utils.set_random_seed(0)
+    model = keras_engine.build_model(trial, data)
+    # Masks are drawn per sample, so DRAWS copies of the row in one call are DRAWS independent draws.
+    probs = model(np.repeat(data.x_train[:1], DRAWS, axis=0), training=True).numpy()
+    losses = -np.log(np.clip(probs[:, data.y_train[0]], 1e-7, 1.0))
+    return losses, keras_weights(model), model
+
+
+def _population_mask_losses(family: str, axes: dict, weights: list[np.ndarray], model) -> np.ndarray:
+    """The population engine: DRAWS trials (seeds) with the same weights; epoch 1's train loss is the loss of the
+    one row under that trial's masks, before any update."""
+    trials = _one_row_space(family, axes).trials()
+    data = split_for(trials[0])
+    one_row = dataclasses.replace(data, x_test=data.x_test[:2], y_test=data.y_test[:2])  # skip a large evaluation
+    initial = [np.repeat(w, len(trials), axis=0) for w in stacked_from_keras(model, weights)]
+    history, *_ = population.train_population(trials, [one_row] * len(trials), initial=initial)
+    return history[0, :, 0]
+
+
+MASK_CASES = {
+    "spatial": ("cnn", {"spatial_dropout": [0.5]}),
+    "conv-and-pool": ("cnn", {"conv_dropout": [0.3], "pool_dropout": [0.3], "input_dropout": [0.1]}),
+    "lstm-input": ("rnn", {"lstm_dropout": [0.5]}),
+    "lstm-recurrent": ("rnn", {"lstm_dropout": [0.3], "recurrent_dropout": [0.5], "dropout_rate": [0.2]}),
+}
+
+
+@pytest.mark.parametrize("case", list(MASK_CASES))
+def test_cnn_and_rnn_dropout_masks_agree_with_keras_in_distribution(case: str) -> None:
+    family, axes = MASK_CASES[case]
+    theirs, weights, model = _keras_mask_losses(family, axes)
+    ours = _population_mask_losses(family, axes, weights, model)
+    assert theirs.std() > 0.01, "dropout should spread the loss for the test to mean anything"
+    # Declared before running: KS at the 1% level, and means within 5% of the loss's spread.
+    assert stats.ks_2samp(ours, theirs).pvalue >= 0.01, f"{case}: KS rejects equality"
+    assert abs(ours.mean() - theirs.mean()) <= 0.05 * theirs.std() + 3 * theirs.std() / np.sqrt(DRAWS)
+
+
+def test_the_mask_test_tells_spatial_from_elementwise_dropout() -> None:
+    theirs, weights, model = _keras_mask_losses("cnn", {"spatial_dropout": [0.5]})
+    elementwise = _population_mask_losses("cnn", {"conv_dropout": [0.5]}, weights, model)
+    assert stats.ks_2samp(elementwise, theirs).pvalue < 0.01
+
+
+def test_the_mask_test_tells_recurrent_from_input_dropout() -> None:
+    theirs, weights, model = _keras_mask_losses("rnn", {"recurrent_dropout": [0.5]})
+    other = _population_mask_losses("rnn", {"lstm_dropout": [0.5]}, weights, model)
+    assert stats.ks_2samp(other, theirs).pvalue < 0.01

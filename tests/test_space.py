@@ -11,6 +11,10 @@ from conftest import PYTHON, ROOT, tiny_space_dict
 from study.errors import StudyError
 from study.space import AXES, load_space, parse_space
 
+# The tiny space's first trial key and fingerprint as computed before the cnn/rnn families existed.
+KEY_BEFORE_FAMILIES = "5625187708a5-s0"
+FINGERPRINT_BEFORE_FAMILIES = "02ac1d8ddafb98f9aa1ee50c18c49067cfc69df1599376e29a51fc01ff0227a5"
+
 
 @pytest.mark.parametrize(
     ("file", "trials"),
@@ -100,12 +104,60 @@ def test_axes_not_swept_take_their_off_values(tiny_space) -> None:
     assert config | {"dropout_rate": 0.0} == {
         "dropout_rate": 0.0,
         "input_dropout": 0.0,
+        "conv_dropout": 0.0,
+        "pool_dropout": 0.0,
+        "spatial_dropout": 0.0,
+        "lstm_dropout": 0.0,
+        "recurrent_dropout": 0.0,
         "max_norm": None,
         "l2": 0.0,
         "batch_norm": False,
         "hidden_units": (8,),
         "early_stopping": False,
     }
+
+
+DIGITS = {"name": "digits"}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"axes": {"spatial_dropout": [0.1]}}, "axes.spatial_dropout does not apply to model family mlp"),
+        (
+            {"dataset": DIGITS, "model": {"family": "rnn", "hidden_units": [8]}, "axes": {"batch_norm": [True]}},
+            "axes.batch_norm does not apply to model family rnn",
+        ),
+        (
+            {"dataset": DIGITS, "model": {"family": "cnn", "hidden_units": [8]}, "axes": {"recurrent_dropout": [0.2]}},
+            "applies to rnn",
+        ),
+        ({"model": {"family": "cnn", "hidden_units": [8]}}, "model family cnn needs an image dataset (digits)"),
+        ({"dataset": DIGITS, "model": {"family": "rnn", "hidden_units": [8, 4]}}, "one LSTM layer"),
+        ({"model": {"family": "mlp", "filters": [8]}}, "filters applies to model family cnn only"),
+        (
+            {"dataset": DIGITS, "model": {"family": "cnn", "hidden_units": [8]}, "axes": {"conv_dropout": [1.0]}},
+            "axes.conv_dropout[0] = 1.0: a rate must be in [0, 1)",
+        ),
+    ],
+)
+def test_family_axes_and_models_are_validated(overrides: dict, message: str) -> None:
+    with pytest.raises(StudyError) as err:
+        parse_space(tiny_space_dict(**overrides))
+    assert message in str(err.value)
+
+
+def test_cnn_and_rnn_get_their_family_defaults() -> None:
+    cnn = parse_space(tiny_space_dict(dataset=DIGITS, model={"family": "cnn"}, axes={"spatial_dropout": [0, 0.2]}))
+    assert cnn.model.filters == [16, 32] and cnn.model.activation == "relu"
+    rnn = parse_space(tiny_space_dict(dataset=DIGITS, model={"family": "rnn", "hidden_units": [32]}))
+    assert rnn.model.activation == "tanh" and rnn.model.filters is None
+
+
+def test_mlp_keys_and_fingerprints_did_not_change_when_families_were_added(tiny_space) -> None:
+    # Recorded before the cnn/rnn axes existed: results folders written then must still resume.
+    assert tiny_space.trials()[0].key == KEY_BEFORE_FAMILIES
+    assert tiny_space.fingerprint() == FINGERPRINT_BEFORE_FAMILIES
 
 
 def test_width_axis_int_sets_every_hidden_layer() -> None:

@@ -7,12 +7,12 @@ import pandas as pd
 
 from study.analysis import stats
 from study.schema import COMPLETED
-from study.space import AXES
+from study.space import AXES, RATE_AXES
 
-# The value of each regulariser axis that means "not regularised".
+# The value of each regulariser axis that means "not regularised". A blank value (an axis of another model
+# family) counts as off too.
 OFF_VALUES = {
-    "dropout_rate": 0.0,
-    "input_dropout": 0.0,
+    **dict.fromkeys(RATE_AXES, 0.0),
     "max_norm": None,
     "l2": 0.0,
     "batch_norm": False,
@@ -22,6 +22,11 @@ OFF_VALUES = {
 AXIS_LABELS = {
     "dropout_rate": "Dropout rate (fraction of hidden units zeroed)",
     "input_dropout": "Input dropout rate (fraction of inputs zeroed)",
+    "conv_dropout": "Dropout after each convolution (fraction of activations zeroed)",
+    "pool_dropout": "Dropout after each pooling (fraction of activations zeroed)",
+    "spatial_dropout": "SpatialDropout2D rate (fraction of feature maps zeroed)",
+    "lstm_dropout": "LSTM input dropout (one mask per sample for all time steps)",
+    "recurrent_dropout": "LSTM recurrent dropout (one mask per sample for all time steps)",
     "max_norm": "Max-norm limit on incoming weights (none = unconstrained)",
     "l2": "L2 strength (λ)",
     "batch_norm": "Batch normalisation",
@@ -31,6 +36,11 @@ AXIS_LABELS = {
 AXIS_NAMES = {
     "dropout_rate": "dropout",
     "input_dropout": "input dropout",
+    "conv_dropout": "conv dropout",
+    "pool_dropout": "pool dropout",
+    "spatial_dropout": "spatial dropout",
+    "lstm_dropout": "LSTM dropout",
+    "recurrent_dropout": "recurrent dropout",
     "max_norm": "max-norm",
     "l2": "L2",
     "batch_norm": "batch norm",
@@ -38,7 +48,7 @@ AXIS_NAMES = {
     "early_stopping": "early stopping",
 }
 # Axes drawn on a numeric x scale; the others are drawn as ordered categories.
-NUMERIC_AXES = ("dropout_rate", "input_dropout")
+NUMERIC_AXES = RATE_AXES
 METRICS = {"test_accuracy": "test accuracy", "train_accuracy": "train accuracy", "gap": "train-test gap"}
 
 
@@ -84,7 +94,7 @@ def _is_off_value(axis: str, value) -> bool:
     if axis not in OFF_VALUES:
         return False
     off = OFF_VALUES[axis]
-    return bool(pd.isna(value)) if off is None else bool(value == off)
+    return bool(pd.isna(value)) or bool(value == off)
 
 
 def is_off(trials: pd.DataFrame, axis: str) -> pd.Series:
@@ -92,7 +102,7 @@ def is_off(trials: pd.DataFrame, axis: str) -> pd.Series:
     if axis not in OFF_VALUES:
         return pd.Series(True, index=trials.index)
     off = OFF_VALUES[axis]
-    return trials[axis].isna() if off is None else trials[axis] == off
+    return trials[axis].isna() if off is None else trials[axis].isna() | (trials[axis] == off)
 
 
 def baseline_mask(trials: pd.DataFrame, except_axes: tuple[str, ...] = ()) -> pd.Series:

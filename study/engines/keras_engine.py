@@ -28,35 +28,22 @@ _SECONDS_PER_VALIDATION = 0.03
 _SECONDS_PER_TRIAL = 1.0
 
 
-def build_model(trial: Trial, n_features: int, n_classes: int) -> keras.Model:
+def build_model(trial: Trial, data: Split) -> keras.Model:
     """The trial's model, compiled. Call `keras.utils.set_random_seed(trial.seed)` first for its weights.
 
     Dropout layers are present even at rate 0 (where they are the identity), so a seed gives the same
     initial weights whatever the dropout rates -- seeds pair up across configurations.
     """
-    config, model_spec = trial.config, trial.space.model
-    l2 = config["l2"]
-    regularizer = (lambda: keras.regularizers.L2(l2)) if l2 > 0 else (lambda: None)
-    max_norm = config["max_norm"]
-
-    inputs = keras.Input(shape=(n_features,), name="features")
+    config = trial.config
+    inputs = keras.Input(shape=(data.n_features,), name="features")
     x = keras.layers.Dropout(config["input_dropout"], name="input_dropout")(inputs)
-    for i, width in enumerate(config["hidden_units"], start=1):
-        x = keras.layers.Dense(
-            width,
-            activation=model_spec.activation,
-            kernel_constraint=keras.constraints.MaxNorm(max_norm, axis=0) if max_norm else None,
-            kernel_regularizer=regularizer(),
-            name=f"hidden_{i}",
-        )(x)
-        if config["batch_norm"]:
-            x = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(x)
-        x = keras.layers.Dropout(config["dropout_rate"], name=f"dropout_{i}")(x)
-    binary = n_classes == 2
+    body = {"mlp": _mlp_body, "cnn": _cnn_body, "rnn": _rnn_body}[trial.space.model.family]
+    x = body(trial, data, x)
+    binary = data.n_classes == 2
     outputs = keras.layers.Dense(
-        1 if binary else n_classes,
+        1 if binary else data.n_classes,
         activation="sigmoid" if binary else "softmax",
-        kernel_regularizer=regularizer(),
+        kernel_regularizer=_l2(config),
         name="output",
     )(x)
     model = keras.Model(inputs, outputs, name=f"trial_{trial.key}")
@@ -69,6 +56,80 @@ def build_model(trial: Trial, n_features: int, n_classes: int) -> keras.Model:
         metrics=["accuracy"],
     )
     return model
+
+
+def _l2(config: dict) -> keras.regularizers.Regularizer | None:
+    return keras.regularizers.L2(config["l2"]) if config["l2"] > 0 else None
+
+
+def _max_norm(config: dict, axis: int | list[int] = 0) -> keras.constraints.Constraint | None:
+    return keras.constraints.MaxNorm(config["max_norm"], axis=axis) if config["max_norm"] else None
+
+
+def _dense_head(trial: Trial, x: keras.KerasTensor) -> keras.KerasTensor:
+    """Dense -> [BatchNormalization] -> Dropout(dropout_rate) per hidden width: the MLP, and the CNN's head."""
+    config = trial.config
+    for i, width in enumerate(config["hidden_units"], start=1):
+        x = keras.layers.Dense(
+            width,
+            activation=trial.space.model.activation,
+            kernel_constraint=_max_norm(config),
+            kernel_regularizer=_l2(config),
+            name=f"hidden_{i}",
+        )(x)
+        if config["batch_norm"]:
+            x = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(x)
+        x = keras.layers.Dropout(config["dropout_rate"], name=f"dropout_{i}")(x)
+    return x
+
+
+def _mlp_body(trial: Trial, data: Split, x: keras.KerasTensor) -> keras.KerasTensor:
+    return _dense_head(trial, x)
+
+
+def _cnn_body(trial: Trial, data: Split, x: keras.KerasTensor) -> keras.KerasTensor:
+    """Per block: Conv2D(3x3, same) -> [BatchNormalization] -> SpatialDropout2D -> Dropout -> MaxPooling2D(2) ->
+    Dropout; then Flatten and the dense head. Max-norm on a conv kernel bounds each filter (axis [0, 1, 2])."""
+    config, model = trial.config, trial.space.model
+    x = keras.layers.Reshape((*data.image_shape, 1), name="image")(x)
+    for b, filters in enumerate(model.filters, start=1):
+        x = keras.layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            activation=model.activation,
+            kernel_constraint=_max_norm(config, axis=[0, 1, 2]),
+            kernel_regularizer=_l2(config),
+            name=f"conv_{b}",
+        )(x)
+        if config["batch_norm"]:
+            x = keras.layers.BatchNormalization(name=f"conv_batch_norm_{b}")(x)
+        x = keras.layers.SpatialDropout2D(config["spatial_dropout"], name=f"spatial_dropout_{b}")(x)
+        x = keras.layers.Dropout(config["conv_dropout"], name=f"conv_dropout_{b}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool_{b}")(x)
+        x = keras.layers.Dropout(config["pool_dropout"], name=f"pool_dropout_{b}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    return _dense_head(trial, x)
+
+
+def _rnn_body(trial: Trial, data: Split, x: keras.KerasTensor) -> keras.KerasTensor:
+    """The image's rows as time steps -> LSTM(dropout, recurrent_dropout) -> Dropout(dropout_rate) on its output.
+
+    Max-norm and L2 apply to both the input and the recurrent kernel."""
+    config = trial.config
+    x = keras.layers.Reshape(data.image_shape, name="sequence")(x)
+    x = keras.layers.LSTM(
+        config["hidden_units"][0],
+        activation=trial.space.model.activation,
+        dropout=config["lstm_dropout"],
+        recurrent_dropout=config["recurrent_dropout"],
+        kernel_constraint=_max_norm(config),
+        recurrent_constraint=_max_norm(config),
+        kernel_regularizer=_l2(config),
+        recurrent_regularizer=_l2(config),
+        name="lstm",
+    )(x)
+    return keras.layers.Dropout(config["dropout_rate"], name="dropout_1")(x)
 
 
 def labels(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -93,7 +154,7 @@ def callbacks(trial: Trial) -> list[keras.callbacks.Callback]:
 def train(trial: Trial, data: Split) -> tuple[keras.Model, History]:
     """Seed, build and fit the trial's model exactly as a Keras user would."""
     keras.utils.set_random_seed(trial.seed)
-    model = build_model(trial, data.n_features, data.n_classes)
+    model = build_model(trial, data)
     y_train, y_test = labels(data.y_train, data.n_classes), labels(data.y_test, data.n_classes)
     fit = model.fit(
         data.x_train,

@@ -1,18 +1,19 @@
 """Engine `population`: many trials trained together as one stacked TensorFlow computation.
 
-Trials of the same architecture (hidden widths, batch norm on/off) and data shape are stacked along a leading
+Trials of the same architecture (model family, widths, batch norm on/off) and data shape are stacked along a leading
 axis: every weight, optimizer slot and batch-norm statistic has shape [T, ...], every hyperparameter is a [T]
 tensor, and the whole epoch loop -- minibatches, dropout, Adam, max-norm, per-epoch test evaluation, early
 stopping -- runs inside one `tf.function`. Every operation is per trial, and the random numbers are a hash of
 the trial's own seed (`masks.py`), so a trial's result does not depend on which trials share its batch.
 
-Fidelity to Keras (pinned by tests against `keras_engine`): glorot-uniform kernels and zero biases; Dense as
-matmul + bias + activation; binary/sparse-categorical cross-entropy computed from logits as Keras does; L2 as
-l2 * sum(w^2) on every kernel, included in train and test loss; Keras 3 Adam (epsilon added to sqrt(v), bias
-correction folded into the step size); MaxNorm(c, axis=0) on hidden kernels after every update; BatchNormalization
-(momentum 0.99, epsilon 1e-3) with batch statistics in training and moving averages at inference; inverted
-dropout; train metrics averaged over the epoch's batches with dropout active, test metrics in inference mode;
-EarlyStopping with Keras's wait/patience rule and restore of the best weights.
+The networks of each model family (mlp, cnn, rnn) are in `stacked.py`. Fidelity to Keras (pinned by tests
+against `keras_engine`): Keras' initializers; Dense as matmul + bias + activation; binary/sparse-categorical
+cross-entropy computed from logits as Keras does; L2 as l2 * sum(w^2) on every kernel, included in train and
+test loss; Keras 3 Adam (epsilon added to sqrt(v), bias correction folded into the step size); MaxNorm on every
+kernel but the output's after every update; BatchNormalization (momentum 0.99, epsilon 1e-3) with batch
+statistics in training and moving averages at inference; inverted dropout; train metrics averaged over the
+epoch's batches with dropout active, test metrics in inference mode; EarlyStopping with Keras's wait/patience
+rule and restore of the best weights.
 """
 
 from __future__ import annotations
@@ -21,12 +22,9 @@ import study.quiet_tf  # noqa: F401  (silences TensorFlow's start-up; must come 
 
 # isort: split
 
-import itertools
-import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -34,166 +32,21 @@ import tensorflow as tf
 from study.datasets import Split
 from study.engines import masks
 from study.engines.base import Engine, split_for
+from study.engines.stacked import Architecture, stacked_net
 from study.schema import History, TrialResult, completed_result, failed_result
-from study.space import SearchSpace, Trial
+from study.space import RATE_AXES, SearchSpace, Trial
 
-BN_MOMENTUM, BN_EPSILON = 0.99, 1e-3
+BN_MOMENTUM = 0.99
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), used by MaxNorm
 DEFAULT_TRIALS_PER_BATCH = 64
 MEMORY_BUDGET_BYTES = 1 << 30  # activations of one batch; the process stays well under 4 GiB
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """What trials must share to be stacked together."""
-
-    n_features: int
-    hidden_units: tuple[int, ...]
-    n_outputs: int
-    batch_norm: bool
-    activation: str
-    n_train: int
-    n_test: int
-
-
-@dataclass
-class Params:
-    """Stacked parameters of T networks: kernels [T, in, out], biases/gammas/betas/statistics [T, 1, out].
-
-    Flattened (for the graph's loop state) in the order kernels, biases, gammas, betas, moving means, moving
-    variances -- the first four groups are the trainable ones.
-    """
-
-    kernels: list
-    biases: list
-    gammas: list
-    betas: list
-    moving_means: list
-    moving_vars: list
-
-    def trainable(self) -> list:
-        return [*self.kernels, *self.biases, *self.gammas, *self.betas]
-
-    def flat(self) -> list:
-        return [*self.trainable(), *self.moving_means, *self.moving_vars]
-
-    @staticmethod
-    def from_flat(values: list, n_layers: int, n_bn: int) -> Params:
-        cuts = np.cumsum([0, n_layers, n_layers, n_bn, n_bn, n_bn, n_bn])
-        return Params(*(list(values[a:b]) for a, b in itertools.pairwise(cuts)))
-
-
-def glorot_params(arch: Architecture, seeds: list[int]) -> list[np.ndarray]:
-    """Initial parameters per trial: glorot-uniform kernels, zero biases, BN gamma 1, beta 0, mean 0, var 1.
-
-    Drawn from the trial's seed alone (not its configuration), so seeds pair up across configurations.
-    """
-    widths = (arch.n_features, *arch.hidden_units, arch.n_outputs)
-    kernels = [np.empty((len(seeds), a, b), np.float32) for a, b in itertools.pairwise(widths)]
-    for t, seed in enumerate(seeds):
-        rng = np.random.Generator(np.random.Philox(key=seed))
-        for kernel in kernels:
-            fan_in, fan_out = kernel.shape[1:]
-            limit = math.sqrt(6.0 / (fan_in + fan_out))
-            kernel[t] = rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(np.float32)
-    biases = [np.zeros((len(seeds), 1, w), np.float32) for w in widths[1:]]
-    hidden = arch.hidden_units if arch.batch_norm else ()
-    ones = [np.ones((len(seeds), 1, w), np.float32) for w in hidden]
-    zeros = [np.zeros((len(seeds), 1, w), np.float32) for w in hidden]
-    return [*kernels, *biases, *ones, *[z.copy() for z in zeros], *[z.copy() for z in zeros], *[o.copy() for o in ones]]
-
-
-def _activation(name: str):
-    return {
-        "relu": tf.nn.relu,
-        "tanh": tf.tanh,
-        "sigmoid": tf.sigmoid,
-        "elu": tf.nn.elu,
-        "selu": tf.nn.selu,
-        "gelu": lambda x: tf.nn.gelu(x, approximate=False),
-        "swish": tf.nn.silu,
-        "softplus": tf.nn.softplus,
-        "linear": tf.identity,
-    }[name]
-
-
-class StackedMLP:
-    """Forward pass, loss and metrics of T stacked MLPs (one architecture)."""
-
-    def __init__(self, arch: Architecture):
-        self.arch = arch
-        self.act = _activation(arch.activation)
-        self.n_layers = len(arch.hidden_units) + 1
-        self.n_bn = len(arch.hidden_units) if arch.batch_norm else 0
-
-    def forward(self, p: Params, x, training: bool, dropout=None):
-        """Logits [T, rows, outputs]; in training also the batch statistics for the moving averages.
-
-        `dropout(layer, width)` returns (keep mask, 1/(1-rate) per trial) for that layer, or None. Dropped units
-        are zeroed with one `where`; the inverted-dropout scale is applied after the next matrix product, on its
-        (usually much smaller) output: (m*x*s) @ W == ((m*x) @ W) * s, and exactly x @ W when s == 1.
-        """
-        scale = None
-        if training and dropout is not None:
-            x, scale = self._drop(x, dropout(masks.INPUT_LAYER, self.arch.n_features))
-        batch_stats = []
-        for i in range(self.n_layers - 1):
-            x = self.act(self._dense(x, p.kernels[i], p.biases[i], scale))
-            scale = None
-            if self.arch.batch_norm:
-                if training:
-                    mean, var = tf.nn.moments(x, axes=[1], keepdims=True)
-                    batch_stats.append((mean, var))
-                else:
-                    mean, var = p.moving_means[i], p.moving_vars[i]
-                x = tf.nn.batch_normalization(x, mean, var, p.betas[i], p.gammas[i], BN_EPSILON)
-            if training and dropout is not None:
-                x, scale = self._drop(x, dropout(i + 1, self.arch.hidden_units[i]))
-        logits = self._dense(x, p.kernels[-1], p.biases[-1], scale)
-        return logits, batch_stats
-
-    @staticmethod
-    def _drop(x, mask_and_scale):
-        if mask_and_scale is None:
-            return x, None
-        keep, scale = mask_and_scale
-        return tf.where(keep, x, 0.0), tf.reshape(scale, (-1, 1, 1))
-
-    @staticmethod
-    def _dense(x, kernel, bias, scale=None):
-        product = tf.matmul(x, kernel)
-        return (product if scale is None else product * scale) + bias
-
-    def data_loss_and_correct(self, logits, y):
-        """Per-trial mean cross-entropy [T] and number of correct predictions [T], as Keras computes them."""
-        if self.arch.n_outputs == 1:
-            loss = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)[..., 0]
-            predicted = tf.cast(tf.sigmoid(logits) > 0.5, tf.float32)
-            correct = tf.cast(tf.equal(predicted, y), tf.float32)[..., 0]
-        else:
-            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-            predicted = tf.argmax(tf.nn.softmax(logits), axis=-1, output_type=tf.int64)
-            correct = tf.cast(tf.equal(predicted, y), tf.float32)
-        return tf.reduce_mean(loss, axis=1), tf.reduce_sum(correct, axis=1)
-
-    @staticmethod
-    def penalty(p: Params, l2):
-        """L2 penalty per trial [T]: l2 * sum(w^2) over every kernel."""
-        total = tf.add_n([l2 * tf.reduce_sum(tf.square(k), axis=[1, 2]) for k in p.kernels])
-        return total
-
-    def evaluate(self, p: Params, x, y, l2):
-        """Inference-mode loss (with penalty) and accuracy per trial."""
-        logits, _ = self.forward(p, x, training=False)
-        loss, correct = self.data_loss_and_correct(logits, y)
-        return loss + self.penalty(p, l2), correct / tf.cast(tf.shape(x)[1], tf.float32)
 
 
 class TrainingLoop:
     """The whole training of a stacked batch as one `tf.function` (traced once per architecture and settings)."""
 
     def __init__(self, arch: Architecture, epochs: int, batch_size: int, lr, beta_1, beta_2, epsilon, shuffle=True):
-        self.net = StackedMLP(arch)
+        self.net = stacked_net(arch)
         self.arch, self.epochs, self.batch_size, self.shuffle = arch, epochs, batch_size, shuffle
         self.lr, self.beta_1, self.beta_2, self.epsilon = lr, beta_1, beta_2, epsilon
         self.steps = [(s, min(s + batch_size, arch.n_train)) for s in range(0, arch.n_train, batch_size)]
@@ -226,16 +79,15 @@ class TrainingLoop:
     def _run(self, flat_params, x_train, y_train, x_test, y_test, seeds, hyper):
         """Train; return per-epoch history [epochs, T, 4], epochs run [T], final metrics [T, 4], final params."""
         net, arch = self.net, self.arch
-        n_layers, n_bn, n_hidden = net.n_layers, net.n_bn, len(arch.hidden_units)
-        n_trainable = 2 * n_layers + 2 * n_bn
+        n_bn, n_constrained = net.n_bn, net.n_kernels - 1  # max-norm: every kernel but the output layer's
+        n_trainable = net.n_kernels + net.n_biases + 2 * n_bn
         T = tf.shape(seeds)[0]
         state = list(flat_params)  # trainable values, then BN moving means and variances
         ms = [tf.zeros_like(v) for v in state[:n_trainable]]
         vs = [tf.zeros_like(v) for v in state[:n_trainable]]
         best_state = list(state)
         l2, max_norm = hyper["l2"], hyper["max_norm"]
-        rates = {masks.INPUT_LAYER: hyper["input_dropout"], **{i + 1: hyper["dropout_rate"] for i in range(n_hidden)}}
-        scales = {k: masks.inverted_dropout_scale(r) for k, r in rates.items()}
+        scales = {stream: masks.inverted_dropout_scale(hyper[axis]) for stream, axis in net.dropout_streams.items()}
 
         es_on, es_maximize = hyper["es_on"], hyper["es_maximize"]
         sign = tf.where(es_maximize, -1.0, 1.0)  # compare -accuracy like a loss
@@ -263,24 +115,24 @@ class TrainingLoop:
                     xb, yb = x_train[:, start:stop], y_train[:, start:stop]
                 n_rows = stop - start
 
-                def dropout(layer, width, epoch=epoch, step=step, n_rows=n_rows):
-                    if not hyper[f"any_{layer}"]:
+                def dropout(stream, unit_shape, epoch=epoch, step=step, n_rows=n_rows):
+                    if not hyper[f"any_{stream}"]:
                         return None
-                    keys = masks.stream_keys(seeds, epoch, step, layer)
-                    return masks.keep_mask(keys, hyper[f"threshold_{layer}"], (n_rows, width)), scales[layer]
+                    keys = masks.stream_keys(seeds, epoch, step, stream)
+                    return masks.keep_mask(keys, hyper[f"threshold_{stream}"], (n_rows, *unit_shape)), scales[stream]
 
                 trainable = state[:n_trainable]
                 with tf.GradientTape() as tape:
                     tape.watch(trainable)
-                    p = Params.from_flat(state, n_layers, n_bn)
-                    logits, batch_stats = net.forward(p, xb, training=True, dropout=dropout)
+                    p = net.params(state)
+                    logits, batch_stats = net.forward(p, xb, training=True, dropout=dropout, hyper=hyper)
                     data_loss, correct = net.data_loss_and_correct(logits, yb)
                     loss = data_loss + net.penalty(p, l2)
                     total = tf.reduce_sum(loss)
                 grads = tape.gradient(total, trainable)
                 new, new_ms, new_vs = self._adam(trainable, grads, ms, vs, step_count)
                 if hyper["any_max_norm"]:
-                    new[:n_hidden] = [self._max_norm(k, max_norm) for k in new[:n_hidden]]
+                    new[:n_constrained] = [self._max_norm(k, max_norm) for k in new[:n_constrained]]
                 if n_bn:
                     new += [
                         mm * BN_MOMENTUM + mean * (1.0 - BN_MOMENTUM)
@@ -298,7 +150,7 @@ class TrainingLoop:
                 step_count += 1
                 loss_sum += loss * float(n_rows)
                 correct_sum += correct
-            p = Params.from_flat(state, n_layers, n_bn)
+            p = net.params(state)
             train_loss = loss_sum / float(arch.n_train)
             train_acc = correct_sum / float(arch.n_train)
             test_loss, test_acc = net.evaluate(p, x_test, y_test, l2)
@@ -319,7 +171,7 @@ class TrainingLoop:
 
         restore = tf.reshape(es_on & hyper["es_restore"], (-1, 1, 1))
         state = [tf.where(restore, b, now) for b, now in zip(best_state, state, strict=True)]
-        p = Params.from_flat(state, n_layers, n_bn)
+        p = net.params(state)
         train_loss, train_acc = net.evaluate(p, x_train, y_train, l2)
         test_loss, test_acc = net.evaluate(p, x_test, y_test, l2)
         final = tf.stack([train_loss, train_acc, test_loss, test_acc], axis=1)
@@ -328,7 +180,11 @@ class TrainingLoop:
 
 
 def architecture(trial: Trial, data: Split) -> Architecture:
+    model = trial.space.model
     return Architecture(
+        family=model.family,
+        filters=tuple(model.filters or ()),
+        image_shape=data.image_shape,
         n_features=data.n_features,
         hidden_units=tuple(trial.config["hidden_units"]),
         n_outputs=1 if data.n_classes == 2 else data.n_classes,
@@ -339,30 +195,27 @@ def architecture(trial: Trial, data: Split) -> Architecture:
     )
 
 
-def hyperparameters(trials: list[Trial]) -> dict[str, tf.Tensor]:
-    """Per-trial hyperparameters as [T] tensors (and static 'any' flags that let the graph skip unused work)."""
+def hyperparameters(trials: list[Trial], streams: dict[int, str]) -> dict[str, tf.Tensor]:
+    """Per-trial hyperparameters as [T] tensors, a keep threshold per dropout mask stream, and static 'any'
+    flags that let the graph skip unused work."""
     col = lambda key: np.array([t.config[key] for t in trials])  # noqa: E731
-    dropout, input_dropout = col("dropout_rate").astype(np.float32), col("input_dropout").astype(np.float32)
     max_norm = np.array([t.config["max_norm"] or 0.0 for t in trials], np.float32)
     es = [t.early_stopping for t in trials]
-    n_hidden = len(trials[0].config["hidden_units"])
     hyper = {
-        "dropout_rate": tf.constant(dropout),
-        "input_dropout": tf.constant(input_dropout),
+        **{axis: tf.constant(col(axis).astype(np.float32)) for axis in RATE_AXES},
         "max_norm": tf.constant(max_norm),
         "l2": tf.constant(col("l2").astype(np.float32)),
         "any_max_norm": bool((max_norm > 0).any()),
-        "threshold_0": tf.constant(masks.keep_thresholds(input_dropout)),
-        "any_0": bool((input_dropout > 0).any()),
         "es_on": tf.constant([e is not None for e in es]),
         "es_patience": tf.constant([e.patience if e else 0 for e in es], tf.int32),
         "es_min_delta": tf.constant([e.min_delta if e else 0.0 for e in es], tf.float32),
         "es_maximize": tf.constant([bool(e) and e.monitor == "val_accuracy" for e in es]),
         "es_restore": tf.constant([bool(e) and e.restore_best_weights for e in es]),
     }
-    for layer in range(1, n_hidden + 1):
-        hyper[f"threshold_{layer}"] = tf.constant(masks.keep_thresholds(dropout))
-        hyper[f"any_{layer}"] = bool((dropout > 0).any())
+    for stream, axis in streams.items():
+        rates = col(axis).astype(np.float32)
+        hyper[f"threshold_{stream}"] = tf.constant(masks.keep_thresholds(rates))
+        hyper[f"any_{stream}"] = bool((rates > 0).any())
     return hyper
 
 
@@ -390,10 +243,13 @@ def train_population(
     loop = _loop(
         arch, training.epochs, training.batch_size, opt.learning_rate, opt.beta_1, opt.beta_2, opt.epsilon, shuffle
     )
-    params = initial if initial is not None else glorot_params(arch, [t.seed for t in trials])
+    params = initial if initial is not None else loop.net.initial([t.seed for t in trials])
     seeds = tf.constant(np.array([t.seed for t in trials], dtype=np.uint64).astype(np.uint32))
     history, epochs_run, final, final_params = loop.run(
-        [tf.constant(p) for p in params], *stack_data(trials, splits), seeds, hyperparameters(trials)
+        [tf.constant(p) for p in params],
+        *stack_data(trials, splits),
+        seeds,
+        hyperparameters(trials, loop.net.dropout_streams),
     )
     return history.numpy(), epochs_run.numpy(), final.numpy(), [p.numpy() for p in final_params]
 
@@ -422,10 +278,12 @@ class PopulationEngine(Engine):
     def _chunk(self, space: SearchSpace) -> int:
         if self.trials_per_batch:
             return self.trials_per_batch
-        data = split_for(space.trials()[0])
+        trial = space.trials()[0]
+        data = split_for(trial)
         widest = max(max(v) for v in space.axis_values()["hidden_units"])
+        net = stacked_net(architecture(Trial(space, {**trial.config, "hidden_units": (widest,)}, 0), data))
         rows = len(data.x_train) + len(data.x_test)
-        per_trial = rows * widest * 4 * 40  # ~40 live float32 activations per unit and row
+        per_trial = rows * net.activation_units() * 4  # float32
         return max(1, min(DEFAULT_TRIALS_PER_BATCH, MEMORY_BUDGET_BYTES // per_trial))
 
     def run(self, trials: list[Trial]) -> Iterator[list[TrialResult]]:
