@@ -49,7 +49,6 @@ class TrainingLoop:
         self.net = stacked_net(arch)
         self.arch, self.epochs, self.batch_size, self.shuffle = arch, epochs, batch_size, shuffle
         self.lr, self.beta_1, self.beta_2, self.epsilon = lr, beta_1, beta_2, epsilon
-        self.steps = [(s, min(s + batch_size, arch.n_train)) for s in range(0, arch.n_train, batch_size)]
         self.run = tf.function(self._run, reduce_retracing=True)
 
     def _adam(self, values, grads, ms, vs, step):
@@ -97,59 +96,72 @@ class TrainingLoop:
         epochs_run = tf.zeros([T], tf.int32)
         history = tf.TensorArray(tf.float32, size=self.epochs, element_shape=tf.TensorShape([None, 4]))
         step_count = tf.constant(0, tf.int32)
-        multiple_steps = self.shuffle and len(self.steps) > 1
+        multiple_steps = self.shuffle and arch.n_train > self.batch_size
+
+        n_full, n_last = divmod(arch.n_train, self.batch_size)
+
+        def train_step(state, ms, vs, step_count, loss_sum, correct_sum, epoch, step, order, active, n_rows: int):
+            """One minibatch (rows step*batch_size onwards, in this epoch's order): forward, backward, Adam,
+            max-norm, batch-norm statistics; trials that have stopped early keep everything as it was."""
+            start = step * self.batch_size
+            if multiple_steps:
+                rows = order[:, start : start + n_rows]
+                xb = tf.gather(x_train, rows, axis=1, batch_dims=1)
+                yb = tf.gather(y_train, rows, axis=1, batch_dims=1)
+            else:
+                xb, yb = x_train[:, start : start + n_rows], y_train[:, start : start + n_rows]
+
+            def dropout(stream, unit_shape):
+                if not hyper[f"any_{stream}"]:
+                    return None
+                keys = masks.stream_keys(seeds, epoch, step, stream)
+                return masks.keep_mask(keys, hyper[f"threshold_{stream}"], (n_rows, *unit_shape)), scales[stream]
+
+            trainable = state[:n_trainable]
+            with tf.GradientTape() as tape:
+                tape.watch(trainable)
+                p = net.params(state)
+                logits, batch_stats = net.forward(p, xb, training=True, dropout=dropout, hyper=hyper)
+                data_loss, correct = net.data_loss_and_correct(logits, yb)
+                loss = data_loss + net.penalty(p, l2)
+                total = tf.reduce_sum(loss)
+            grads = tape.gradient(total, trainable)
+            new, new_ms, new_vs = self._adam(trainable, grads, ms, vs, step_count)
+            if hyper["any_max_norm"]:
+                new[:n_constrained] = [self._max_norm(k, max_norm) for k in new[:n_constrained]]
+            if n_bn:
+                new += [
+                    mm * BN_MOMENTUM + mean * (1.0 - BN_MOMENTUM)
+                    for mm, (mean, _) in zip(p.moving_means, batch_stats, strict=True)
+                ]
+                new += [
+                    mv * BN_MOMENTUM + var * (1.0 - BN_MOMENTUM)
+                    for mv, (_, var) in zip(p.moving_vars, batch_stats, strict=True)
+                ]
+            keep = tf.reshape(active, (-1, 1, 1))
+            state = [tf.where(keep, n, o) for n, o in zip(new, state, strict=True)]
+            ms = [tf.where(keep, n, o) for n, o in zip(new_ms, ms, strict=True)]
+            vs = [tf.where(keep, n, o) for n, o in zip(new_vs, vs, strict=True)]
+            return state, ms, vs, step_count + 1, loss_sum + loss * float(n_rows), correct_sum + correct
 
         for epoch in tf.range(self.epochs):
             if not tf.reduce_any(active):
                 break
             shuffle_keys = masks.stream_keys(seeds, epoch, 0, masks.SHUFFLE_LAYER)
-            order = masks.permutations(shuffle_keys, arch.n_train) if multiple_steps else None
+            order = masks.permutations(shuffle_keys, arch.n_train) if multiple_steps else tf.zeros([T, 0], tf.int32)
             loss_sum = tf.zeros([T])
             correct_sum = tf.zeros([T])
-            for step, (start, stop) in enumerate(self.steps):
-                if multiple_steps:
-                    rows = order[:, start:stop]
-                    xb = tf.gather(x_train, rows, axis=1, batch_dims=1)
-                    yb = tf.gather(y_train, rows, axis=1, batch_dims=1)
-                else:
-                    xb, yb = x_train[:, start:stop], y_train[:, start:stop]
-                n_rows = stop - start
-
-                def dropout(stream, unit_shape, epoch=epoch, step=step, n_rows=n_rows):
-                    if not hyper[f"any_{stream}"]:
-                        return None
-                    keys = masks.stream_keys(seeds, epoch, step, stream)
-                    return masks.keep_mask(keys, hyper[f"threshold_{stream}"], (n_rows, *unit_shape)), scales[stream]
-
-                trainable = state[:n_trainable]
-                with tf.GradientTape() as tape:
-                    tape.watch(trainable)
-                    p = net.params(state)
-                    logits, batch_stats = net.forward(p, xb, training=True, dropout=dropout, hyper=hyper)
-                    data_loss, correct = net.data_loss_and_correct(logits, yb)
-                    loss = data_loss + net.penalty(p, l2)
-                    total = tf.reduce_sum(loss)
-                grads = tape.gradient(total, trainable)
-                new, new_ms, new_vs = self._adam(trainable, grads, ms, vs, step_count)
-                if hyper["any_max_norm"]:
-                    new[:n_constrained] = [self._max_norm(k, max_norm) for k in new[:n_constrained]]
-                if n_bn:
-                    new += [
-                        mm * BN_MOMENTUM + mean * (1.0 - BN_MOMENTUM)
-                        for mm, (mean, _) in zip(p.moving_means, batch_stats, strict=True)
-                    ]
-                    new += [
-                        mv * BN_MOMENTUM + var * (1.0 - BN_MOMENTUM)
-                        for mv, (_, var) in zip(p.moving_vars, batch_stats, strict=True)
-                    ]
-                # Trials that have stopped early keep their weights, optimizer state and statistics.
-                keep = tf.reshape(active, (-1, 1, 1))
-                state = [tf.where(keep, n, o) for n, o in zip(new, state, strict=True)]
-                ms = [tf.where(keep, n, o) for n, o in zip(new_ms, ms, strict=True)]
-                vs = [tf.where(keep, n, o) for n, o in zip(new_vs, vs, strict=True)]
-                step_count += 1
-                loss_sum += loss * float(n_rows)
-                correct_sum += correct
+            # Full minibatches run in a graph loop (a small graph traces in seconds even at hundreds of steps);
+            # the last, partial one (if any) runs once after it.
+            if n_full:
+                for step in tf.range(n_full):
+                    state, ms, vs, step_count, loss_sum, correct_sum = train_step(
+                        state, ms, vs, step_count, loss_sum, correct_sum, epoch, step, order, active, self.batch_size
+                    )
+            if n_last:
+                state, ms, vs, step_count, loss_sum, correct_sum = train_step(
+                    state, ms, vs, step_count, loss_sum, correct_sum, epoch, tf.constant(n_full), order, active, n_last
+                )
             p = net.params(state)
             train_loss = loss_sum / float(arch.n_train)
             train_acc = correct_sum / float(arch.n_train)
