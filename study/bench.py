@@ -1,8 +1,9 @@
 """`python -m study bench`: the population engine against plain `model.fit`, measured side by side in one run.
 
 Prints seconds per 4000-epoch reference trial for plain Keras (measured on a few hundred epochs and scaled, as the
-output says), for the population engine alone and at its chosen batch size, the ratios, and the wall time of a
-complete study (per-epoch curves included) run through the real search driver.
+output says), for the population engine alone and at its chosen batch size, the ratios; the same for a trial of
+each other model family's study (cnn.yaml, rnn.yaml); and the wall time of a complete study (per-epoch curves
+included) run through the real search driver.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from study.engines import get_engine
 from study.engines.base import split_for
 from study.engines.population import PopulationEngine, train_population
 from study.search import run_search
-from study.space import SearchSpace, Trial, load_space, parse_space
+from study.space import RATE_AXES, SearchSpace, Trial, load_space, parse_space
 
-REFERENCE = Path(__file__).resolve().parents[1] / "search_spaces" / "tutorial.yaml"
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+REFERENCE = SPACES / "tutorial.yaml"
+FAMILY_SPACES = {"cnn": SPACES / "cnn.yaml", "rnn": SPACES / "rnn.yaml"}
 
 
 def _reference(epochs: int | None = None, seeds: int = 1, dropout: list[float] | None = None) -> SearchSpace:
@@ -55,6 +58,51 @@ def population_seconds_per_trial(trials: list[Trial], repeats: int = 2) -> float
     splits = [split_for(t) for t in trials]
     train_population(trials, splits)  # trace once, as a study does per architecture
     return _best_of(repeats, lambda: train_population(trials, splits)) / len(trials)
+
+
+def _single_configuration(space: SearchSpace, config: dict, epochs: int) -> SearchSpace:
+    raw = space.model_dump(mode="json")
+    raw["training"]["epochs"] = epochs
+    raw["axes"] = {a: [list(v) if isinstance(v, tuple) else v] for a, v in config.items() if a in raw["axes"]}
+    raw["seeds"] = 1
+    return parse_space(raw)
+
+
+def family_bench(family: str) -> None:
+    """One model family's study trial (every dropout of the study's grid at its largest rate) through plain
+    model.fit and through the population engine, alone and at the engine's batch size, measured side by side."""
+    space = load_space(FAMILY_SPACES[family])
+    configs = space.configurations()
+    heavy = max(configs, key=lambda c: sum(c[a] for a in RATE_AXES))
+    epochs = space.training.epochs
+    engine = get_engine("keras")
+    short, long = 2, 6
+    engine.run_all(_single_configuration(space, heavy, 1).trials())  # warm-up
+    t_short = _best_of(1, lambda: engine.run_all(_single_configuration(space, heavy, short).trials()))
+    t_long = _best_of(1, lambda: engine.run_all(_single_configuration(space, heavy, long).trials()))
+    per_epoch = (t_long - t_short) / (long - short)
+    keras_s = t_short - short * per_epoch + epochs * per_epoch  # build + evaluate once, then per epoch
+
+    trial = _single_configuration(space, heavy, epochs).trials()
+    single_s = population_seconds_per_trial(trial, repeats=1)
+    chunk = PopulationEngine()._chunk(space)
+    batch_s = population_seconds_per_trial(space.trials()[:chunk], repeats=1)
+    data = split_for(trial[0])
+    setting = ", ".join(f"{a} {heavy[a]:g}" for a in RATE_AXES if heavy[a] > 0)
+    print(
+        f"\n{family}: {space.name}.yaml's trial -- {data.image_shape[0]}x{data.image_shape[1]} digits "
+        f"{len(data.x_train)}/{len(data.x_test)}, {trial[0].space.model.family} "
+        f"{'filters ' + str(space.model.filters) + ', ' if space.model.filters else ''}"
+        f"hidden {space.model.hidden_units}, {epochs} epochs, batch {space.training.batch_size}; {setting}"
+    )
+    print(
+        f"  plain model.fit            {keras_s:9.3f} s/trial  (build + {epochs} x {per_epoch:.3f} s/epoch, "
+        f"measured on {short} and {long} epochs)"
+    )
+    print(f"  population, 1 trial        {single_s:9.3f} s/trial  ({epochs} epochs, measured)")
+    print(f"  population, {chunk:3d} trials     {batch_s:9.3f} s/trial  (the study's first {chunk} trials, measured)")
+    print(f"  speed-up, 1 trial          {keras_s / single_s:9.1f}x  over plain model.fit")
+    print(f"  speed-up, {chunk} trials      {keras_s / batch_s:9.1f}x  over plain model.fit")
 
 
 def profile(chunk: int, epochs: int = 400) -> None:
@@ -107,7 +155,12 @@ def profile(chunk: int, epochs: int = 400) -> None:
     print(f"  everything else                      {rest:7.3f}  (elementwise forward/backward, Adam, loop)")
 
 
-def main(keras_epochs: int = 200, study_file: str | None = None, with_profile: bool = False) -> int:
+def main(
+    keras_epochs: int = 200,
+    study_file: str | None = None,
+    with_profile: bool = False,
+    families: tuple[str, ...] = tuple(FAMILY_SPACES),
+) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
     print("reference trial: circles 30/70, mlp 2-500-1 relu, adam, batch 32, 4000 epochs, per-epoch test metrics\n")
 
@@ -129,6 +182,9 @@ def main(keras_epochs: int = 200, study_file: str | None = None, with_profile: b
 
     if with_profile:
         profile(chunk)
+
+    for family in families:
+        family_bench(family)
 
     if study_file:
         space = load_space(study_file)

@@ -136,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a study to run completely for its wall time ('' to skip)",
     )
     bench.add_argument("--profile", action="store_true", help="also break a batch's time down by ablation")
+    bench.add_argument(
+        "--families",
+        nargs="*",
+        choices=["cnn", "rnn"],
+        default=["cnn", "rnn"],
+        metavar="FAMILY",
+        help="model families whose study trial to measure too (cnn, rnn; none with an empty list)",
+    )
     return parser
 
 
@@ -147,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from study.bench import main as bench
 
-            return bench(args.keras_epochs, args.study or None, args.profile)
+            return bench(args.keras_epochs, args.study or None, args.profile, tuple(args.families))
         return _report(args)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)

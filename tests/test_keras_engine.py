@@ -72,3 +72,64 @@ def test_a_failing_trial_is_returned_as_failed_not_raised(monkeypatch) -> None:
 def test_keras_tuners_tensorboard_import_is_satisfied() -> None:
     # keras-tuner 1.4.8 imports this inside every trial; without it every trial fails silently.
     from tensorboard.plugins.hparams import api  # noqa: F401
+
+
+@pytest.mark.parametrize(
+    "model, axes, description",
+    [
+        (
+            {"family": "cnn", "filters": [4, 8], "hidden_units": [16]},
+            {"spatial_dropout": [0.2], "conv_dropout": [0.1], "pool_dropout": [0.1], "batch_norm": [True]},
+            "cnn conv4-8 dense16-10 relu",
+        ),
+        (
+            {"family": "rnn", "hidden_units": [8]},
+            {"lstm_dropout": [0.2], "recurrent_dropout": [0.2], "dropout_rate": [0.3]},
+            "rnn lstm8 dense10 tanh",
+        ),
+    ],
+    ids=["cnn", "rnn"],
+)
+def test_cnn_and_rnn_families_train_real_keras_layers(model: dict, axes: dict, description: str) -> None:
+    space = tiny_space_dict(dataset={"name": "digits", "split": {"train_size": 200}}, model=model, axes=axes, seeds=1)
+    result = run(space, n=1)[0]
+    row = result.row
+    assert row["status"] == "completed", row["error"]
+    assert row["model"] == description and row["n_classes"] == 10
+    assert row["epochs_run"] == 5 and 0.0 <= row["test_accuracy"] <= 1.0
+    for axis, values in axes.items():
+        assert row[axis] == values[0]
+    assert row["max_norm"] is None and row["l2"] == 0.0
+
+
+def test_keras_model_layers_follow_the_family() -> None:
+    import keras
+
+    from study.engines.base import split_for
+
+    cnn = parse_space(
+        tiny_space_dict(
+            dataset={"name": "digits"},
+            model={"family": "cnn", "filters": [4, 8], "hidden_units": [16]},
+            axes={"max_norm": [2.0]},
+        )
+    ).trials()[0]
+    model = keras_engine.build_model(cnn, split_for(cnn))
+    kinds = [type(layer).__name__ for layer in model.layers]
+    block = ["Conv2D", "SpatialDropout2D", "Dropout", "MaxPooling2D", "Dropout"]
+    assert kinds == ["InputLayer", "Dropout", "Reshape", *block, *block, "Flatten", "Dense", "Dropout", "Dense"]
+    assert model.get_layer("conv_1").kernel_constraint.axis == [0, 1, 2]
+    assert model.get_layer("output").kernel_constraint is None
+    keras.backend.clear_session()
+
+    rnn = parse_space(
+        tiny_space_dict(
+            dataset={"name": "digits"},
+            model={"family": "rnn", "hidden_units": [8]},
+            axes={"recurrent_dropout": [0.3], "l2": [1e-3]},
+        )
+    ).trials()[0]
+    lstm = keras_engine.build_model(rnn, split_for(rnn)).get_layer("lstm")
+    assert lstm.recurrent_dropout == 0.3 and lstm.dropout == 0.0
+    assert lstm.cell.recurrent_regularizer is not None and lstm.cell.kernel_regularizer is not None
+    keras.backend.clear_session()

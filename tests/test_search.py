@@ -30,6 +30,30 @@ def test_search_writes_table_curves_and_manifest_then_resumes_with_nothing_to_do
     assert (folder / "trials.csv").read_text() == before
 
 
+@pytest.mark.parametrize(
+    "model, axes",
+    [
+        ({"family": "cnn", "filters": [4], "hidden_units": [8]}, {"spatial_dropout": [0.0, 0.2]}),
+        ({"family": "rnn", "hidden_units": [8]}, {"recurrent_dropout": [0.0, 0.2]}),
+    ],
+    ids=["cnn", "rnn"],
+)
+def test_cnn_and_rnn_studies_run_end_to_end_and_report(model, axes, write_space, tmp_path) -> None:
+    space = tiny_space_dict(dataset={"name": "digits", "split": {"train_size": 100}}, model=model, axes=axes)
+    path = write_space(space)
+    assert cli.main(["search", str(path), "--results-dir", str(tmp_path), "--quiet"]) == 0
+    folder = tmp_path / "tiny"
+    table = pd.read_csv(folder / "trials.csv")
+    assert len(table) == 4 and set(table["status"]) == {"completed"}
+    (axis,) = axes
+    assert sorted(table[axis].unique()) == [0.0, 0.2]
+    other = "conv_dropout" if model["family"] == "rnn" else "lstm_dropout"
+    assert table[other].isna().all(), "axes of another model family stay blank"
+    assert cli.main(["report", str(folder)]) == 0
+    assert (folder / "figures" / f"accuracy_vs_{axis}.png").exists()
+    assert "categorical accuracy" in (folder / "report.md").read_text()
+
+
 def test_max_trials_limits_one_run(write_space, tmp_path) -> None:
     path = write_space(tiny_space_dict())
     assert cli.main(["search", str(path), "--results-dir", str(tmp_path), "--max-trials", "3", "--quiet"]) == 0

@@ -31,8 +31,28 @@ from study.store import MANIFEST, ResultsStore, study_folder
 
 SPREAD_CONFIGS = 12  # configurations in the seed-spread and paired-difference figures
 TABLE_ROWS = 25  # configurations listed in report.md (all are in summary.csv)
-HEATMAP_PAIRS = (("dropout_rate", "l2"), ("dropout_rate", "input_dropout"), ("dropout_rate", "max_norm"))
-HUE_PREFERENCE = ("input_dropout", "max_norm", "l2", "hidden_units", "early_stopping", "batch_norm")
+HEATMAP_PAIRS = (
+    ("dropout_rate", "l2"),
+    ("dropout_rate", "input_dropout"),
+    ("dropout_rate", "max_norm"),
+    ("dropout_rate", "spatial_dropout"),
+    ("conv_dropout", "pool_dropout"),
+    ("recurrent_dropout", "lstm_dropout"),
+    ("dropout_rate", "recurrent_dropout"),
+)
+HUE_PREFERENCE = (
+    "input_dropout",
+    "spatial_dropout",
+    "recurrent_dropout",
+    "conv_dropout",
+    "lstm_dropout",
+    "pool_dropout",
+    "max_norm",
+    "l2",
+    "hidden_units",
+    "early_stopping",
+    "batch_norm",
+)
 
 
 def find_study_folder(results: str | None, space_file: str | None, results_root: str | Path) -> Path:
@@ -300,8 +320,9 @@ def _conclusions(done: pd.DataFrame, table: pd.DataFrame, axes: list[str], share
             row = by_key.loc[key]
             verdict = _verdict(row, n_configs - 1)
             test = "paired" if row.vs_baseline_paired is True else "unpaired (seeds not shared)"
+            name = AXIS_NAMES[axis][:1].upper() + AXIS_NAMES[axis][1:]  # "LSTM dropout" keeps its capitals
             lines.append(
-                f"**{AXIS_NAMES[axis].capitalize()} alone** -- the best setting, {row.configuration}, changes mean "
+                f"**{name} alone** -- the best setting, {row.configuration}, changes mean "
                 f"test accuracy by {_points(row.vs_baseline_difference)} points (95% CI "
                 f"{_points(row.vs_baseline_ci_low)} to {_points(row.vs_baseline_ci_high)}) against no "
                 f"regularisation; a seed does better with it {row.vs_baseline_prob_better:.0%} of the time "
@@ -399,6 +420,16 @@ def _power_note(done: pd.DataFrame, table: pd.DataFrame) -> str:
     return text
 
 
+def _metric_note(n_classes: int) -> str:
+    """What 'accuracy' and 'loss' mean for this output layer, as Keras computes them."""
+    if n_classes == 2:
+        return "Metrics: binary accuracy (sigmoid output thresholded at 0.5) and binary cross-entropy."
+    return (
+        f"Metrics: categorical accuracy (the most probable of {n_classes} softmax classes is the prediction) and "
+        "sparse categorical cross-entropy."
+    )
+
+
 def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame, axes, shares) -> str:
     failed = len(trials) - len(done)
     planned = manifest.get("n_trials", len(trials))
@@ -412,7 +443,7 @@ def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame,
         + f", {len(table)} configurations. Engine: {', '.join(sorted(done['engine'].unique()))}. "
         f"Data: `{first['dataset']}` ({int(first['n_train'])} train / {int(first['n_test'])} test rows); "
         f"model `{first['model']}`; {int(first['epochs'])} epochs, batch size {int(first['batch_size'])}. "
-        f"Axes varied: {', '.join(AXIS_NAMES[a] for a in axes) or 'none'}.",
+        f"Axes varied: {', '.join(AXIS_NAMES[a] for a in axes) or 'none'}. {_metric_note(int(first['n_classes']))}",
         "",
     ]
     if len(done) < planned:

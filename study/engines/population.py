@@ -337,10 +337,19 @@ class PopulationEngine(Engine):
         return out
 
     def estimate_seconds(self, space: SearchSpace, n_trials: int) -> tuple[float, str]:
-        data = split_for(space.trials()[0])
+        trial = space.trials()[0]
+        data = split_for(trial)
         rows = len(data.x_train) + len(data.x_test)
-        work = space.training.epochs * rows * sum(space.model.hidden_units)
-        # Measured by `make bench`/`make search` on a 2-core machine: 0.24-0.40 s per reference trial
-        # (4000 epochs, 100 rows, 500 units) in batches of 64; traces cost a few seconds per architecture.
-        seconds = n_trials * 0.35 * work / (4000 * 100 * 500) + 10.0
-        return seconds, "~0.35 s per 4000-epoch reference trial in batches of 64, scaled by epochs x rows x units"
+        units = stacked_net(architecture(trial, data)).activation_units()
+        per_row, reference_units, basis = SECONDS_PER_EPOCH_AND_ROW[space.model.family]
+        seconds = n_trials * space.training.epochs * rows * per_row * units / reference_units + 10.0
+        return seconds, f"{basis}, scaled by epochs x rows x model size"
+
+
+# Seconds per epoch and data row of one trial in a full batch, the model size they were measured at, and where
+# from (2-core machine, `make search`/`make bench`); traces add a few seconds per architecture.
+SECONDS_PER_EPOCH_AND_ROW = {
+    "mlp": (0.35 / (4000 * 100), 40 * 500, "~0.35 s per 4000-epoch reference trial (2-500-1 MLP) in batches of 64"),
+    "cnn": (360.0 / 432 / (50 * 1797), 3136, "cnn.yaml: 432 trials of 50 epochs in 360 s"),
+    "rnn": (253.0 / 216 / (40 * 1797), 3328, "rnn.yaml: 216 trials of 40 epochs in 253 s"),
+}

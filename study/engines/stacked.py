@@ -372,8 +372,8 @@ def _apply_grouped(x, mask_and_scale):
         return x
     keep, scale = mask_and_scale
     mask_shape = tf.shape(keep)
-    keep = tf.transpose(keep, [1, 2, 3, 0, 4])
-    keep = tf.reshape(keep, (mask_shape[1], mask_shape[2], mask_shape[3], -1))
+    keep = tf.transpose(tf.cast(keep, tf.uint8), [1, 2, 3, 0, 4])  # (oneDNN transposes no bool on our CPUs)
+    keep = tf.reshape(keep, (mask_shape[1], mask_shape[2], mask_shape[3], -1)) > 0
     channels = tf.reshape(tf.repeat(scale, mask_shape[4]), [-1])
     return tf.where(keep, x * channels, 0.0)
 
