@@ -63,7 +63,7 @@ def population_seconds_per_trial(trials: list[Trial], repeats: int = 2) -> float
 def _single_configuration(space: SearchSpace, config: dict, epochs: int) -> SearchSpace:
     raw = space.model_dump(mode="json")
     raw["training"]["epochs"] = epochs
-    raw["axes"] = {a: [list(v) if isinstance(v, tuple) else v] for a, v in config.items() if a in raw["axes"]}
+    raw["axes"] = {a: [list(v) if isinstance(v, tuple) else v] for a, v in config.items() if a in space.swept_axes()}
     raw["seeds"] = 1
     return parse_space(raw)
 
