@@ -353,10 +353,37 @@ class StackedCNN(StackedNet):
 
 def _grouped_conv(x, kernel, bias, c: int):
     """Conv2D(3x3, padding="same") of every trial at once: x [rows, h, w, T*c], kernel [T, 9c, f] (im2col form)."""
-    t, f = tf.shape(kernel)[0], kernel.shape[-1]
-    k = tf.reshape(kernel, (t, KERNEL_SIZE, KERNEL_SIZE, c, f))
-    k = tf.reshape(tf.transpose(k, [1, 2, 3, 0, 4]), (KERNEL_SIZE, KERNEL_SIZE, c, t * f))
-    return tf.nn.conv2d(x, k, 1, "SAME") + tf.reshape(bias, [-1])
+    return _grouped_conv_no_bias(x, kernel, c) + tf.reshape(bias, [-1])
+
+
+def _grouped_conv_no_bias(x, kernel, c: int):
+    """The grouped convolution with a gradient of our own: TensorFlow's Eigen kernels (its CPU path when oneDNN is
+    off, as on CPUs without AVX-512) run a grouped convolution forward but have no gradient for it.
+
+    The input's gradient is again a grouped convolution (of the output's gradient with the kernel flipped and its
+    channel axes swapped); the kernel's is a per-trial matrix product of the input's 3x3 patches with the output's
+    gradient, which is the kernel's stored [T, 9c, f] form directly.
+    """
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        t, f = tf.shape(kernel)[0], kernel.shape[-1]
+        k = tf.reshape(kernel, (t, KERNEL_SIZE, KERNEL_SIZE, c, f))
+        forward_kernel = tf.reshape(tf.transpose(k, [1, 2, 3, 0, 4]), (KERNEL_SIZE, KERNEL_SIZE, c, t * f))
+
+        def grad(dy):
+            flipped = tf.reverse(k, axis=[1, 2])  # [T, 3, 3, c, f] -> [3, 3, f, T*c]
+            backward_kernel = tf.reshape(tf.transpose(flipped, [1, 2, 4, 0, 3]), (KERNEL_SIZE, KERNEL_SIZE, f, t * c))
+            dx = tf.nn.conv2d(dy, backward_kernel, 1, "SAME")
+            patches = tf.image.extract_patches(x, [1, KERNEL_SIZE, KERNEL_SIZE, 1], [1, 1, 1, 1], [1, 1, 1, 1], "SAME")
+            patches = tf.reshape(patches, (-1, KERNEL_SIZE * KERNEL_SIZE, t, c))  # [rows*h*w, 9, T, c]
+            patches = tf.reshape(tf.transpose(patches, [2, 1, 3, 0]), (t, KERNEL_SIZE * KERNEL_SIZE * c, -1))
+            dy_per_trial = tf.transpose(tf.reshape(dy, (-1, t, f)), [1, 0, 2])  # [T, rows*h*w, f]
+            return dx, tf.matmul(patches, dy_per_trial)
+
+        return tf.nn.conv2d(x, forward_kernel, 1, "SAME"), grad
+
+    return conv(x, kernel)
 
 
 def _ungroup(x, channels: int):
