@@ -1,0 +1,66 @@
+"""Every model family trains on every CPU: with TensorFlow's oneDNN kernels on and off.
+
+TensorFlow turns oneDNN on only on some CPUs (with AVX-512, say), and its other kernel path lacks operations the
+engines use (the grouped convolution's gradient was one); each mode runs in a process of its own, because the
+choice is made once, when TensorFlow loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import PYTHON, ROOT
+
+# A CNN (batch norm, every dropout kind) and an RNN (input, recurrent and output dropout), two trials each, a few
+# minibatches; prints oneDNN's state and each batch's final metrics.
+SCRIPT = """
+import json, sys
+sys.path.insert(0, "tests")
+from conftest import tiny_space_dict
+from study.engines import population
+from study.engines.base import split_for
+from study.machine import onednn_enabled
+from study.space import parse_space
+
+cases = {
+    "cnn": ({"family": "cnn", "filters": [4, 8], "hidden_units": [8]},
+            {"batch_norm": [True], "spatial_dropout": [0.2], "conv_dropout": [0.1], "pool_dropout": [0.2],
+             "dropout_rate": [0.3], "input_dropout": [0.1]}),
+    "rnn": ({"family": "rnn", "hidden_units": [8]},
+            {"lstm_dropout": [0.2], "recurrent_dropout": [0.3], "dropout_rate": [0.2], "max_norm": [1.0]}),
+}
+out = {"onednn": onednn_enabled()}
+for family, (model, axes) in cases.items():
+    space = parse_space(tiny_space_dict(dataset={"name": "digits", "split": {"train_size": 96}}, model=model,
+                                        axes=axes, training={"epochs": 2, "batch_size": 32}))
+    trials = space.trials()
+    history, epochs_run, final, _ = population.train_population(trials, [split_for(t) for t in trials])
+    out[family] = final.tolist()
+print(json.dumps(out))
+"""
+
+
+def _train_in_a_process(onednn: str) -> dict:
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
+    done = subprocess.run([PYTHON, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"TF_ENABLE_ONEDNN_OPTS={onednn}: training failed:\n{done.stderr[-3000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def both_modes() -> dict[str, dict]:
+    return {mode: _train_in_a_process(mode) for mode in ("0", "1")}
+
+
+@pytest.mark.parametrize("family", ["cnn", "rnn"])
+def test_cnn_and_rnn_train_with_onednn_on_and_off_alike(both_modes, family: str) -> None:
+    off, on = both_modes["0"], both_modes["1"]
+    assert off["onednn"] is False, "TF_ENABLE_ONEDNN_OPTS=0 should turn oneDNN off"
+    off_metrics, on_metrics = np.array(off[family]), np.array(on[family])
+    assert np.isfinite(off_metrics).all() and np.isfinite(on_metrics).all()
+    # Two kernel libraries round differently; over two epochs the metrics agree far closer than this.
+    np.testing.assert_allclose(off_metrics, on_metrics, atol=1e-3)
