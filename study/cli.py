@@ -6,6 +6,7 @@ Bad input ends with one clear message on stderr and a non-zero exit status, neve
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -16,16 +17,25 @@ from study.space import SearchSpace, load_space
 
 EXIT_BAD_INPUT = 2
 EXIT_TRIALS_FAILED = 1
+MAX_TRIALS_PER_BATCH = 4096  # far above what fits in memory at once for any model worth stacking
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
-    return value
+def _whole_number(low: int = 1, high: int = 10**9):
+    """An argparse type: a whole number in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high:,}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _whole_number()
 
 
 def _positive_float(text: str) -> float:
@@ -33,8 +43,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
@@ -59,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument(
         "--trials-per-batch",
-        type=_positive_int,
+        type=_whole_number(1, MAX_TRIALS_PER_BATCH),
         metavar="N",
         help="population engine: trials trained together (default: chosen within a memory budget)",
     )
@@ -82,14 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     role = scale.add_mutually_exclusive_group()
     role.add_argument("--chief", action="store_true", help="serve the study's trials to workers until all are done")
     role.add_argument("--worker", action="store_true", help="run trials handed out by a chief (see --oracle)")
-    scale.add_argument("--port", type=_positive_int, metavar="P", help="chief: port to listen on (default 8000)")
+    scale.add_argument(
+        "--port", type=_whole_number(1, 65535), metavar="P", help="chief: port to listen on (default 8000)"
+    )
     scale.add_argument("--bind", metavar="HOST", help="chief: address to listen on (default 127.0.0.1, loopback only)")
     scale.add_argument(
         "--lease", type=_positive_float, default=1800.0, metavar="S",
         help="chief: seconds after which a trial handed out but not reported is handed out again (default 1800)",
     )  # fmt: skip
     scale.add_argument(
-        "--local-workers", type=_positive_int, default=0, metavar="N", help="chief: also start N workers here"
+        "--local-workers", type=_whole_number(1, 256), default=0, metavar="N", help="chief: also start N workers here"
     )
     scale.add_argument("--oracle", metavar="HOST:PORT", help="worker: the chief's address (or KERASTUNER_ORACLE_*)")
     scale.add_argument(
@@ -127,7 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         "by side in one run, and the wall time of a complete study.",
     )
     bench.add_argument(
-        "--keras-epochs", type=_positive_int, default=200, metavar="N", help="epochs of plain model.fit to time"
+        "--keras-epochs",
+        type=_whole_number(1, 4000),
+        default=200,
+        metavar="N",
+        help="epochs of plain model.fit to time",
     )
     bench.add_argument(
         "--study",
@@ -173,6 +189,7 @@ def _search(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe(space, args.space_file, engine, Path(args.results_dir)))
         return 0
+    _check_writable(Path(args.results_dir))
     role = _role(args)
     if role == "chief":
         summary = _chief(args, space, engine)
@@ -211,6 +228,20 @@ def _search(args: argparse.Namespace) -> int:
     if summary.remaining:
         print(f"{summary.remaining} trial(s) left: run the same command again to continue")
     return 0
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse a results folder that cannot be written before anything trains (not after the first batch)."""
+    if folder.exists() and not folder.is_dir():
+        raise StudyError(f"--results-dir {folder} is a file, not a folder; pass a folder (it is created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(13, "permission denied")
+    except OSError as exc:
+        raise StudyError(
+            f"--results-dir {folder}: cannot write there ({exc.strerror or exc}); pass a folder you can write to"
+        ) from None
 
 
 def _role(args: argparse.Namespace) -> str:

@@ -1,13 +1,19 @@
-"""Offline datasets (scikit-learn generators and bundled sets) and the train/test split.
+"""Offline datasets (scikit-learn generators and bundled sets), their validation, and the train/test split.
 
-Nothing is downloaded: every dataset is generated or ships with scikit-learn.
+Nothing is downloaded: every dataset is generated or ships with scikit-learn. A search space's dataset is made
+once while the file is validated, so every generator parameter is checked by the generator's own rules, and the
+split's sizes against the real row count, before anything trains.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -72,9 +78,128 @@ DATASETS: dict[str, DatasetInfo] = {
 _NO_PARAMS = {"breast_cancer", "digits"}
 
 
+# Upper bounds on the generator parameters that size a dataset (the generator itself checks every other rule), so
+# that no search space can make the driver allocate without bound. Far above what a CPU study trains on.
+SIZE_LIMITS = {
+    "n_samples": 1_000_000,
+    "n_features": 10_000,
+    "n_informative": 10_000,
+    "n_redundant": 10_000,
+    "n_repeated": 10_000,
+    "n_classes": 1_000,
+    "n_clusters_per_class": 100,
+}
+MAX_VALUES = 50_000_000  # rows x features of a dataset (200 MB as float32)
+MAX_LIST_LENGTH = 10_000  # a list-valued parameter (weights, shift, scale)
+
+
+NO_VALUE = object()  # a DataError about the parameters together, shown without a value
+
+
+class DataError(ValueError):
+    """A problem with a search space's data, naming the field under `dataset` it comes from."""
+
+    def __init__(self, field: str, value: Any, rule: str):
+        super().__init__(rule)
+        self.field, self.value, self.rule = field, value, rule
+
+
 def allowed_params(name: str) -> list[str]:
     """Parameter names a search space may set for dataset `name`."""
     return [] if name in _NO_PARAMS else DATASETS[name].allowed_params()
+
+
+def check_params(params: dict[str, Any]) -> None:
+    """Refuse parameter values that are not plain data (finite numbers, strings, flat lists) or that would make
+    a dataset too large to generate, before generating it."""
+    for key, value in params.items():
+        if isinstance(value, list) and len(value) > MAX_LIST_LENGTH:
+            raise DataError(f"params.{key}", f"a list of {len(value)}", f"must hold at most {MAX_LIST_LENGTH} values")
+        if isinstance(value, list) and not all(_is_scalar(v) for v in value):
+            raise DataError(
+                f"params.{key}", value, "must be a flat list of finite numbers, strings or booleans (no nesting)"
+            )
+        if not isinstance(value, list) and not _is_scalar(value):
+            raise DataError(
+                f"params.{key}", value, "must be a finite number, a string, a boolean, null or a flat list of these"
+            )
+        if key == "random_state" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise DataError(
+                "params.random_state", value, "must be an integer, so that every run and worker sees the same data"
+            )
+        limit = SIZE_LIMITS.get(key)
+        if limit is None:
+            continue
+        counts = value if isinstance(value, list) else [value]
+        total = sum(v for v in counts if isinstance(v, int) and not isinstance(v, bool))
+        if total > limit:
+            raise DataError(f"params.{key}", value, f"must be at most {limit:,} for a study on this tool")
+    rows, features = params.get("n_samples"), params.get("n_features", 1)
+    rows = sum(rows) if isinstance(rows, list) and all(isinstance(r, int) for r in rows) else rows
+    if isinstance(rows, int) and isinstance(features, int) and rows * features > MAX_VALUES:
+        raise DataError(
+            "params", NO_VALUE, f"{rows:,} rows x {features:,} features; at most {MAX_VALUES:,} values in all"
+        )
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | str) or (isinstance(value, float) and math.isfinite(value))
+
+
+def make_dataset(name: str, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Features (float64) and integer labels of dataset `name` with `params` over its defaults.
+
+    Raises DataError naming the parameter for anything the generator refuses or makes unusable."""
+    info = DATASETS[name]
+    params = {**info.defaults, **params}
+    check_params(params)
+    # YAML has no tuples; the generators take a (outer, inner) tuple for n_samples.
+    call = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    try:
+        x, y = info.make(**call)
+    except Exception as exc:  # the generator's own validation, whatever it raises
+        raise _generator_error(info, exc) from None
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y).astype(np.int64)
+    if x.ndim != 2 or len(x) < 2:
+        raise DataError("params", NO_VALUE, f"the generator made {len(x)} row(s); a study needs at least 2")
+    if not np.isfinite(x).all():
+        raise DataError("params", NO_VALUE, "the generated features are not all finite (is the noise too large?)")
+    if len(np.unique(y)) < 2:
+        raise DataError("params", NO_VALUE, "the generated labels have one class; a classifier needs at least 2")
+    return x, y
+
+
+def _generator_error(info: DatasetInfo, exc: Exception) -> DataError:
+    """The generator's complaint, under the name of the parameter it is about when it says so."""
+    text = str(exc).strip() or type(exc).__name__
+    name = getattr(info.make, "__name__", "the generator")
+    match = re.match(r"The '(\w+)' parameter of \w+ (must be .*?)\. Got (.*) instead\.?$", text, re.DOTALL)
+    if match:
+        return DataError(f"params.{match[1]}", _Shown(match[3]), f"{match[2]} ({name}'s rule)")
+    return DataError("params", NO_VALUE, f"{name} refused them: {text}")
+
+
+class _Shown(str):
+    """A value to print as is (the generator already quoted it)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def train_rows(train_size: int | float | None, n_rows: int, default: int | float) -> int:
+    """How many rows train: an int is a count, a float a fraction; at least one row must remain to test on."""
+    size = default if train_size is None else train_size
+    n_train = round(size * n_rows) if isinstance(size, float) else int(size)
+    if n_train >= n_rows:
+        raise DataError(
+            "split.train_size",
+            size,
+            f"leaves no test rows: the dataset has {n_rows} rows; use fewer than {n_rows} or a fraction such as 0.5",
+        )
+    if n_train < 1:
+        raise DataError("split.train_size", size, f"leaves no training rows out of {n_rows}; use a larger fraction")
+    return n_train
 
 
 @dataclass(frozen=True)
@@ -107,14 +232,9 @@ def load_split(
     With `standardize`, features are scaled by the training rows' mean and standard deviation.
     """
     info = DATASETS[name]
-    x, y = info.make(**{**info.defaults, **params})
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y).astype(np.int64)
+    x, y = make_dataset(name, params)
     n = len(x)
-    size = info.train_size if train_size is None else train_size
-    n_train = round(size * n) if isinstance(size, float) else int(size)
-    if not 0 < n_train < n:
-        raise ValueError(f"train_size {size} leaves no training or no test rows for {n} rows")
+    n_train = train_rows(train_size, n, info.train_size)
     order = np.random.default_rng(split_seed).permutation(n) if shuffle else np.arange(n)
     train, test = order[:n_train], order[n_train:]
     x_train, x_test = x[train], x[test]
@@ -129,4 +249,23 @@ def load_split(
         y[test],
         n_classes=int(y.max()) + 1,
         image_shape=info.image_shape,
+    )
+
+
+def split_of(dataset: dict[str, Any], split_seed: int) -> Split:
+    """The split of a search space's `dataset` section (as JSON data) for one split seed; made once per process."""
+    return _cached_split(json.dumps(dataset, sort_keys=True), split_seed)
+
+
+@lru_cache(maxsize=64)
+def _cached_split(spec_json: str, split_seed: int) -> Split:
+    spec = json.loads(spec_json)
+    split = spec["split"]
+    return load_split(
+        spec["name"],
+        spec["params"],
+        split["train_size"],
+        shuffle=split["shuffle"] or split["per_seed"],
+        split_seed=split_seed,
+        standardize=spec["standardize"],
     )

@@ -11,15 +11,17 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -27,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from study.datasets import DATASETS, allowed_params
+from study.datasets import DATASETS, NO_VALUE, DataError, allowed_params, check_params, split_of
 from study.errors import StudyError
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish", "softplus", "linear")
@@ -61,6 +63,17 @@ FAMILY_AXES = {family: tuple(a for a in AXES if a in axes) for family, axes in F
 DEFAULT_FILTERS = [16, 32]
 DEFAULT_ACTIVATION = {"mlp": "relu", "cnn": "relu", "rnn": "tanh"}
 
+# Upper bounds, so that no search space can make the driver allocate or loop without bound: far above any study a
+# CPU (or a cluster) finishes, and each refused with a message that names it. The dataset's own are in datasets.py.
+MAX_FILE_BYTES = 1_000_000
+MAX_SEEDS = 10_000  # a seed count, or the length of a seed list
+MAX_SEED = 2**32 - 1  # seeds are 32-bit: Keras' set_random_seed and the engines' mask hash take no more
+MAX_TRIALS = 1_000_000
+MAX_EPOCHS = 1_000_000
+MAX_WIDTH = 8_192  # units of a hidden layer, filters of a conv block
+MAX_LAYERS = 16
+MAX_PARAMETERS = 50_000_000  # weights of one trial's model (200 MB as float32)
+
 # Fields added after results existed; left out of hashes while unset, so existing results keep their keys.
 _ADDED_AXES = ("conv_dropout", "pool_dropout", "spatial_dropout", "lstm_dropout", "recurrent_dropout")
 _ADDED_MODEL_FIELDS = ("filters",)
@@ -87,7 +100,7 @@ def _l2(value: float) -> float:
 Rate = Annotated[float, AfterValidator(_rate)]
 MaxNorm = Annotated[float | None, AfterValidator(_max_norm)]
 L2 = Annotated[float, AfterValidator(_l2)]
-Width = Annotated[int, Field(gt=0)]
+Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
 
 
 def _widths(value: Any) -> Any:
@@ -97,17 +110,36 @@ def _widths(value: Any) -> Any:
     widths = value if isinstance(value, list) else [value]
     if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in widths):
         raise ValueError("must be a positive integer or a non-empty list of positive integers, e.g. [128, 64]")
+    if len(widths) > MAX_LAYERS or max(widths) > MAX_WIDTH:
+        raise ValueError(f"at most {MAX_LAYERS} layers of at most {MAX_WIDTH} units each")
+    return value
+
+
+def _train_size(value: Any) -> Any:
+    """Rows (a positive integer) or a fraction of the rows (strictly between 0 and 1)."""
+    rows = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    fraction = isinstance(value, float) and 0 < value < 1
+    if value is not None and not (rows or fraction):
+        raise ValueError("must be a number of rows (a positive integer) or a fraction between 0 and 1, e.g. 0.5")
+    return value
+
+
+def _name(value: Any) -> Any:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}", value):
+        raise ValueError(
+            "must be 1 to 80 letters, digits, '_', '.' or '-', starting with a letter or digit (it names a folder)"
+        )
     return value
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class SplitSpec(_Strict):
     """How rows are split into train and test. The default is the reference: by position, no shuffling."""
 
-    train_size: Annotated[int, Field(gt=0)] | Annotated[float, Field(gt=0, lt=1)] | None = None
+    train_size: Annotated[int | float | None, BeforeValidator(_train_size)] = None
     shuffle: bool = False
     split_seed: Annotated[int, Field(ge=0)] = 0
     per_seed: bool = False  # redraw the split with each trial's seed (measures data-split variance too)
@@ -146,8 +178,8 @@ class ModelSpec(_Strict):
     """
 
     family: str = "mlp"
-    hidden_units: list[Width] = Field(default_factory=lambda: [500], min_length=1)
-    filters: list[Width] | None = None
+    hidden_units: list[Width] = Field(default_factory=lambda: [500], min_length=1, max_length=MAX_LAYERS)
+    filters: list[Width] | None = Field(default=None, min_length=1, max_length=MAX_LAYERS)
     activation: str = "relu"
 
     @model_validator(mode="before")
@@ -177,6 +209,24 @@ class ModelSpec(_Strict):
             raise ValueError("an rnn has one LSTM layer: hidden_units must hold one width, e.g. [32]")
         return self
 
+    def parameter_count(
+        self, hidden_units: tuple[int, ...], n_features: int, n_outputs: int, image_shape: tuple[int, int] | None
+    ) -> int:
+        """Weights of the Keras model (kernels, biases, batch-norm vectors left out): bounds a trial's memory."""
+        head_in = n_features
+        count = 0
+        if self.family == "cnn":
+            channels, (h, w) = 1, image_shape
+            for f in self.filters:
+                count += 9 * channels * f + f
+                channels, h, w = f, h // 2, w // 2
+            head_in = h * w * channels
+        if self.family == "rnn":
+            u, steps_in = hidden_units[0], image_shape[1]
+            return 4 * u * (steps_in + u + 1) + u * n_outputs + n_outputs
+        widths = (head_in, *hidden_units, n_outputs)
+        return count + sum(a * b + b for a, b in itertools.pairwise(widths))
+
     @field_validator("activation")
     @classmethod
     def _known_activation(cls, activation: str) -> str:
@@ -200,14 +250,14 @@ class EarlyStoppingSpec(_Strict):
 
     enabled: bool = True
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
-    patience: Annotated[int, Field(ge=0)] = 100
+    patience: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 100
     min_delta: Annotated[float, Field(ge=0)] = 0.0
     restore_best_weights: bool = True
 
 
 class TrainingSpec(_Strict):
-    epochs: Annotated[int, Field(gt=0)]
-    batch_size: Annotated[int, Field(gt=0)] = 32
+    epochs: Annotated[int, Field(gt=0, le=MAX_EPOCHS)]
+    batch_size: Annotated[int, Field(gt=0, le=MAX_EPOCHS)] = 32
     optimizer: OptimizerSpec = OptimizerSpec()
     early_stopping: EarlyStoppingSpec | None = None
 
@@ -235,18 +285,19 @@ class AxesSpec(_Strict):
             return None
         if not values:
             raise ValueError("an axis needs at least one value (leave the axis out to keep it at its default)")
-        seen: list[Any] = []
+        seen: set[str] = set()
         for value in values:
-            if value in seen and type(value) is type(seen[seen.index(value)]):
-                raise ValueError(f"duplicate value {value!r}: each value may appear once")
-            seen.append(value)
+            key = f"{type(value).__name__}:{json.dumps(value)}"
+            if key in seen:
+                raise ValueError(f"duplicate value {_shown(value)}: each value may appear once")
+            seen.add(key)
         return values
 
 
 class SearchSpace(_Strict):
     """One study: data, model, training, the grid axes and the seeds. Every (configuration, seed) is a trial."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
+    name: Annotated[str, BeforeValidator(_name)]
     description: str = ""
     dataset: DatasetSpec
     model: ModelSpec = ModelSpec()
@@ -260,15 +311,21 @@ class SearchSpace(_Strict):
         if isinstance(seeds, int) and not isinstance(seeds, bool):
             if seeds <= 0:
                 raise ValueError("a seed count must be a positive integer")
+            if seeds > MAX_SEEDS:
+                raise ValueError(f"at most {MAX_SEEDS:,} seeds per study (a few tens resolve most differences)")
             return list(range(seeds))
         if not isinstance(seeds, list) or not seeds:
             raise ValueError("seeds must be a positive count (e.g. 30) or a non-empty list of integers")
-        bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+        if len(seeds) > MAX_SEEDS:
+            raise ValueError(f"{len(seeds):,} seeds listed; at most {MAX_SEEDS:,} per study")
+        bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED]
         if bad:
-            raise ValueError(f"seeds must be non-negative integers; {bad[0]!r} is not")
-        if len(set(seeds)) != len(seeds):
-            dup = next(s for s in seeds if seeds.count(s) > 1)
-            raise ValueError(f"duplicate seed {dup}: each seed may appear once")
+            raise ValueError(f"seeds must be integers from 0 to {MAX_SEED} (32-bit); {_shown(bad[0])} is not")
+        seen: set[int] = set()
+        for seed in seeds:
+            if seed in seen:
+                raise ValueError(f"duplicate seed {seed}: each seed may appear once")
+            seen.add(seed)
         return seeds
 
     @model_validator(mode="after")
@@ -288,6 +345,22 @@ class SearchSpace(_Strict):
             )
         if family == "rnn" and any(len(w) != 1 for w in self.axis_values()["hidden_units"]):
             raise ValueError("an rnn has one LSTM layer: each axes.hidden_units value must be one width, e.g. 32")
+        image = DATASETS[self.dataset.name].image_shape
+        if family == "cnn" and image and min(image) >> len(self.model.filters) == 0:
+            most = min(image).bit_length() - 1
+            raise ValueError(
+                f"model.filters: {len(self.model.filters)} conv blocks pool the {image[0]}x{image[1]} image below one "
+                f"pixel (each MaxPooling2D(2) halves it); use at most {most} entries"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _grid_is_bounded(self) -> SearchSpace:
+        if self.n_trials > MAX_TRIALS:
+            raise ValueError(
+                f"the grid has {self.n_trials:,} trials ({self.n_configurations:,} configurations x "
+                f"{len(self.seeds):,} seeds); at most {MAX_TRIALS:,} per study: sweep fewer values or split it"
+            )
         return self
 
     @model_validator(mode="after")
@@ -344,8 +417,16 @@ class SearchSpace(_Strict):
         return [Trial(self, config, seed) for seed in self.seeds for config in configs]
 
     @property
+    def n_configurations(self) -> int:
+        return math.prod(len(v) for v in self.axis_values().values())
+
+    @property
     def n_trials(self) -> int:
-        return math.prod(len(v) for v in self.axis_values().values()) * len(self.seeds)
+        return self.n_configurations * len(self.seeds)
+
+    def first_trial(self) -> Trial:
+        """The grid's first trial, without enumerating the grid."""
+        return Trial(self, {axis: values[0] for axis, values in self.axis_values().items()}, self.seeds[0])
 
     @property
     def applicable_axes(self) -> tuple[str, ...]:
@@ -365,6 +446,11 @@ class SearchSpace(_Strict):
         """A hash of everything that defines the study's trials (the description is left out)."""
         return _hash(self.definition(exclude={"description"}))
 
+    @cached_property
+    def _trial_definition_json(self) -> str:
+        """The JSON of what every trial's config key hashes besides its configuration, computed once."""
+        return _canonical_json(self.definition(include={"dataset", "model", "training"}))
+
 
 @dataclass(frozen=True)
 class Trial:
@@ -376,10 +462,13 @@ class Trial:
 
     @cached_property
     def config_key(self) -> str:
-        """Identifies the configuration (all seeds of it share the key); stable across runs and machines."""
-        definition = self.space.definition(include={"dataset", "model", "training"})
+        """Identifies the configuration (all seeds of it share the key); stable across runs and machines.
+
+        It is the hash of {"config": ..., **definition} as canonical JSON; "config" sorts before the definition's
+        keys (dataset, model, training), so the text is assembled from the definition's JSON, made once."""
         config = {axis: self.config[axis] for axis in self.space.applicable_axes}
-        return _hash({**definition, "config": _jsonable(config)})[:12]
+        text = '{"config":' + _canonical_json(_jsonable(config)) + "," + self.space._trial_definition_json[1:]
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
     def key(self) -> str:
@@ -398,8 +487,18 @@ def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
 
 
+def _canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
 def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(_canonical_json(obj).encode()).hexdigest()
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value's repr for a message, cut short: a message is one line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _suggest(word: str, options: Any) -> str:
@@ -425,11 +524,15 @@ def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space file; raise StudyError listing every problem, one per line."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise StudyError(f"{path} is {path.stat().st_size:,} bytes; a search space is at most {MAX_FILE_BYTES:,}")
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise StudyError(f"cannot read search space {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{path} is not UTF-8 text (byte {exc.start}): a search space is a YAML text file") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -437,20 +540,67 @@ def load_space(path: str | Path) -> SearchSpace:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc)
         raise StudyError(f"{path} is not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise StudyError(f"{path} nests too deeply to be a search space") from None
     if not isinstance(raw, dict):
         raise StudyError(f"{path} must be a YAML mapping with keys name, dataset, training, axes, seeds")
     return parse_space(raw, source=str(path))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            if isinstance(key, str | int | float | bool):
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_space(raw: dict[str, Any], source: str = "search space") -> SearchSpace:
-    """Validate an already-parsed mapping (what `load_space` does after reading YAML)."""
+    """Validate an already-parsed mapping (what `load_space` does after reading YAML), the data included."""
     try:
-        return SearchSpace.model_validate(raw)
+        space = SearchSpace.model_validate(raw)
     except ValidationError as exc:
-        problems = _messages(exc)
-        lines = "\n".join(f"  - {p}" for p in problems)
-        noun = "problem" if len(problems) == 1 else "problems"
-        raise StudyError(f"{source} is not a valid search space ({len(problems)} {noun}):\n{lines}") from None
+        _refuse(source, _messages(exc))
+    problems = _data_problems(space)
+    if problems:
+        _refuse(source, problems)
+    return space
+
+
+def _refuse(source: str, problems: list[str]) -> NoReturn:
+    lines = "\n".join(f"  - {p}" for p in problems)
+    noun = "problem" if len(problems) == 1 else "problems"
+    raise StudyError(f"{source} is not a valid search space ({len(problems)} {noun}):\n{lines}") from None
+
+
+def _data_problems(space: SearchSpace) -> list[str]:
+    """Make the study's data (the generator checks its own parameters) and check the split and model against it."""
+    spec = space.dataset
+    try:
+        check_params(spec.params)  # as written: JSON would turn an infinite value into null
+        data = split_of(spec.model_dump(mode="json"), spec.split.split_seed)
+    except DataError as exc:
+        shown = "" if exc.value is NO_VALUE else f" = {_shown(exc.value)}"
+        return [f"dataset.{exc.field}{shown}: {exc.rule}"]
+    outputs = 1 if data.n_classes == 2 else data.n_classes
+    largest = max(
+        space.model.parameter_count(widths, data.n_features, outputs, data.image_shape)
+        for widths in space.axis_values()["hidden_units"]
+    )
+    if largest > MAX_PARAMETERS:
+        return [
+            f"model: {largest:,} weights per trial ({data.n_features} features, {outputs} outputs); at most "
+            f"{MAX_PARAMETERS:,}: use fewer or narrower layers"
+        ]
+    return []
 
 
 def _messages(exc: ValidationError) -> list[str]:
@@ -467,10 +617,12 @@ def _messages(exc: ValidationError) -> list[str]:
             msg = f"unknown key {key!r}{where}{_suggest(key, allowed)}; allowed: {', '.join(allowed)}"
         elif err["type"] == "missing":
             msg = f"{field}: required but missing"
+        elif not loc:  # a rule across fields: its text names them
+            msg = err["msg"].removeprefix("Value error, ")
         else:
-            text = err["msg"].removeprefix("Value error, ")
+            text = re.sub(r" or instance of \w+$", "", err["msg"].removeprefix("Value error, "))
             value = err.get("input")
-            shown = f" = {value!r}" if not isinstance(value, dict | list) else ""
+            shown = f" = {_shown(value)}" if not isinstance(value, dict | list) else ""
             msg = f"{field}{shown}: {text}"
         if msg not in messages:
             messages.append(msg)

@@ -130,7 +130,7 @@ class ResultsStore:
     def manifest(self) -> dict[str, Any]:
         path = self.folder / MANIFEST
         try:
-            return json.loads(path.read_text())
+            manifest = json.loads(path.read_text())
         except FileNotFoundError:
             raise StudyError(
                 f"{self.folder} is not a study's results folder (no {MANIFEST}): run `make search` first"
@@ -139,6 +139,9 @@ class ResultsStore:
             raise StudyError(
                 f"{path} is corrupt ({exc}): restore it, or delete {self.folder} and run the study again"
             ) from None
+        if not isinstance(manifest, dict):
+            raise StudyError(f"{path} is corrupt (not a JSON object): restore it, or delete {self.folder}")
+        return manifest
 
     def trials(self, include_failed: bool = True) -> pd.DataFrame:
         """The tidy trials table, one row per trial key, in commit order."""

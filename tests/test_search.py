@@ -149,3 +149,28 @@ def test_both_engines_write_the_same_schema(write_space, tmp_path) -> None:
     assert list(keras_table.columns) == list(population_table.columns)
     assert keras_table["trial_key"].tolist() == population_table["trial_key"].tolist()
     assert set(population_table["engine"]) == {"population"} and population_table["epochs_run"].eq(5).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--results-dir", "{file}"), "is a file, not a folder"),
+        (("--trials-per-batch", "100000"), "--trials-per-batch: must be a whole number from 1 to 4,096"),
+        (("--chief", "--port", "70000"), "--port: must be a whole number from 1 to 65,535"),
+        (("--chief", "--lease", "inf"), "--lease: must be a positive number of seconds"),
+        (("--max-trials", "0"), "--max-trials: must be a whole number from 1"),
+    ],
+    ids=["results-dir-is-a-file", "trials-per-batch", "port", "lease", "max-trials"],
+)
+def test_bad_options_are_refused_before_anything_trains(args, message, write_space, tmp_path, capsys) -> None:
+    path = write_space(tiny_space_dict())
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    argv = ["search", str(path), "--quiet", *(a.format(file=a_file) for a in args)]
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse refuses an option this way
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not list(tmp_path.glob("**/manifest.json")), "nothing is written for bad input"

@@ -60,7 +60,7 @@ def _problems(**overrides) -> str:
         ({"dataset": {"name": "circels"}}, "dataset.name = 'circels': unknown dataset (did you mean 'circles'?)"),
         ({"dataset": {"name": "moons", "params": {"nois": 0.1}}}, "unknown parameter 'nois' for dataset 'moons'"),
         ({"model": {"family": "cnnn"}}, "model.family = 'cnnn': unknown model family"),
-        ({"seeds": [1, 2.5]}, "seeds: seeds must be non-negative integers; 2.5 is not"),
+        ({"seeds": [1, 2.5]}, "seeds: seeds must be integers from 0 to 4294967295 (32-bit); 2.5 is not"),
         ({"seeds": [3, 3]}, "duplicate seed 3"),
         ({"seeds": 0}, "seeds = 0: a seed count must be a positive integer"),
         ({"training": {"epochs": 0}}, "training.epochs = 0"),
@@ -171,3 +171,123 @@ def test_trial_keys_are_stable_and_distinguish_seed_and_configuration(tiny_space
     assert keys == again and len(set(keys)) == 4
     other_epochs = parse_space(tiny_space_dict(training={"epochs": 6})).trials()
     assert not set(keys) & {t.key for t in other_epochs}
+
+
+# --- every field checked before anything runs, the data included; nothing unbounded -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"dataset": {"name": "circles", "split": {"train_size": 100}}},
+            "dataset.split.train_size = 100: leaves no test",
+        ),
+        ({"dataset": {"name": "circles", "split": {"train_size": 0.999}}}, "train_size = 0.999: leaves no test rows"),
+        ({"dataset": {"name": "circles", "split": {"train_size": 0.001}}}, "leaves no training rows out of 100"),
+        (
+            {"dataset": {"name": "circles", "split": {"train_size": True}}},
+            "train_size = True: must be a number of rows",
+        ),
+        (
+            {"dataset": {"name": "circles", "params": {"noise": "high"}}},
+            "dataset.params.noise = 'high': must be a float in the range [0.0, inf) or None (make_circles's rule)",
+        ),
+        (
+            {"dataset": {"name": "circles", "params": {"n_samples": -5}}},
+            "dataset.params.n_samples = -5: must be an int",
+        ),
+        ({"dataset": {"name": "moons", "params": {"n_samples": 10**11}}}, "n_samples = 100000000000: must be at most"),
+        ({"dataset": {"name": "circles", "params": {"noise": float("inf")}}}, "noise = inf: must be a finite number"),
+        ({"dataset": {"name": "circles", "params": {"random_state": None}}}, "random_state = None: must be an integer"),
+        ({"dataset": {"name": "circles", "params": {"n_samples": [5, 5, 5]}}}, "make_circles refused them"),
+        ({"dataset": {"name": "classification", "params": {"n_features": 3}}}, "make_classification refused them"),
+        ({"dataset": {"name": "classification", "params": {"n_classes": 1}}}, "labels have one class"),
+        ({"dataset": {"name": "moons", "params": {"noise": 1e308}}}, "features are not all finite"),
+        ({"dataset": {"name": "classification", "params": {"weights": [[0.5], 0.5]}}}, "weights = [[0.5], 0.5]: must"),
+        ({"seeds": 1_000_000_000}, "seeds = 1000000000: at most 10,000 seeds"),
+        ({"seeds": [2**32]}, "seeds must be integers from 0 to 4294967295 (32-bit); 4294967296 is not"),
+        ({"training": {"epochs": 10**7}}, "training.epochs = 10000000: Input should be less than or equal to 1000000"),
+        (
+            {"training": {"epochs": 3, "optimizer": {"learning_rate": float("nan")}}},
+            "learning_rate = nan: Input should",
+        ),
+        ({"axes": {"max_norm": [float("inf")]}}, "axes.max_norm[0] = inf: Input should be a finite number"),
+        ({"model": {"hidden_units": [8000, 8000, 8000]}}, "model: 128,048,001 weights per trial"),
+        ({"model": {"hidden_units": [8] * 17}}, "model.hidden_units: List should have at most 16 items"),
+        ({"axes": {"hidden_units": [[8] * 17]}}, "at most 16 layers of at most 8192 units each"),
+        ({"name": "a b"}, "name = 'a b': must be 1 to 80 letters, digits"),
+        ({"model": [1, 2]}, "model: Input should be a valid dictionary"),
+        (
+            {
+                "axes": {"dropout_rate": [i / 100 for i in range(100)], "l2": [i / 100 for i in range(100)]},
+                "seeds": 200,
+            },
+            "the grid has 2,000,000 trials (10,000 configurations x 200 seeds); at most 1,000,000 per study",
+        ),
+        (
+            {"dataset": {"name": "digits"}, "model": {"family": "cnn", "filters": [4, 4, 4, 4], "hidden_units": [8]}},
+            "model.filters: 4 conv blocks pool the 8x8 image below one pixel",
+        ),
+    ],
+)
+def test_every_field_is_checked_before_anything_runs(overrides: dict, expected: str) -> None:
+    message = _problems(**overrides)
+    assert expected in message
+    assert "Traceback" not in message and len(message.splitlines()) == 2, "one line per problem"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: x\nseeds: 2\nseeds: 3\n", "key 'seeds' appears twice in one mapping"),
+        ("a: " + "[" * 20000 + "]" * 20000, "nests too deeply"),
+        (b"\xff\xfe".decode("latin-1"), "is not UTF-8 text"),
+        ("name: !!python/object:os.system ls\n", "could not determine a constructor"),
+        ("- a\n- b\n", "must be a YAML mapping"),
+    ],
+    ids=["duplicate-key", "deep", "binary", "python-tag", "list"],
+)
+def test_malformed_files_get_one_message(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(StudyError, match=expected):
+        load_space(path)
+
+
+def test_an_oversized_file_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text("# " + "x" * 2_000_000)
+    with pytest.raises(StudyError, match="a search space is at most 1,000,000"):
+        load_space(path)
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        tiny_space_dict(seeds=1_000_000_000),
+        tiny_space_dict(dataset={"name": "classification", "params": {"n_samples": 10**10, "n_features": 10**6}}),
+        tiny_space_dict(axes={"dropout_rate": [i / 1000 for i in range(1000)], "l2": [i / 1000 for i in range(1000)]}),
+    ],
+    ids=["seeds", "rows", "grid"],
+)
+def test_a_dry_run_of_any_size_answers_at_once_with_exit_status_2(space: dict, write_space, tmp_path: Path) -> None:
+    path = write_space(space)
+    proc = subprocess.run(
+        [PYTHON, "-m", "study", "search", str(path), "--dry-run", "--results-dir", str(tmp_path / "results")],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ") and "at most" in proc.stderr
+    assert not (tmp_path / "results").exists(), "nothing is written for bad input"
+
+
+def test_the_largest_allowed_grid_dry_runs_in_seconds(write_space, tmp_path: Path) -> None:
+    rates = [i / 100 for i in range(100)]
+    path = write_space(tiny_space_dict(axes={"dropout_rate": rates, "l2": rates}, seeds=100))  # 1,000,000 trials
+    proc = subprocess.run(
+        [PYTHON, "-m", "study", "search", str(path), "--dry-run", "--results-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "= 1000000" in proc.stdout

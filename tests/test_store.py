@@ -93,8 +93,9 @@ def test_corrupt_curves_file_is_named_with_the_fix(store, tiny_space) -> None:
         ResultsStore(store.folder).curves()
 
 
-def test_corrupt_manifest_is_a_clear_error(store) -> None:
-    (store.folder / "manifest.json").write_text("{not json")
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]"], ids=["not-json", "not-an-object"])
+def test_corrupt_manifest_is_a_clear_error(store, text: str) -> None:
+    (store.folder / "manifest.json").write_text(text)
     with pytest.raises(StudyError, match=r"manifest\.json is corrupt"):
         ResultsStore(store.folder).manifest()
 

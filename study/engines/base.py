@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from functools import lru_cache
 
-from study.datasets import Split, load_split
+from study.datasets import Split, split_of
 from study.schema import TrialResult
 from study.space import SearchSpace, Trial
 
@@ -42,19 +40,4 @@ class Engine(ABC):
 def split_for(trial: Trial) -> Split:
     """The data a trial trains and is tested on; the split follows the seed only when `split.per_seed`."""
     spec = trial.space.dataset
-    split_seed = trial.seed if spec.split.per_seed else spec.split.split_seed
-    return _cached_split(json.dumps(spec.model_dump(mode="json"), sort_keys=True), split_seed)
-
-
-@lru_cache(maxsize=64)
-def _cached_split(spec_json: str, split_seed: int) -> Split:
-    spec = json.loads(spec_json)
-    split = spec["split"]
-    return load_split(
-        spec["name"],
-        spec["params"],
-        split["train_size"],
-        shuffle=split["shuffle"] or split["per_seed"],
-        split_seed=split_seed,
-        standardize=spec["standardize"],
-    )
+    return split_of(spec.model_dump(mode="json"), trial.seed if spec.split.per_seed else spec.split.split_seed)

@@ -209,7 +209,7 @@ class KerasEngine(Engine):
             keras.backend.clear_session()
 
     def estimate_seconds(self, space: SearchSpace, n_trials: int) -> tuple[float, str]:
-        data = split_for(space.trials()[0])
+        data = split_for(space.first_trial())
         steps = math.ceil(len(data.x_train) / space.training.batch_size)
         per_epoch = steps * _SECONDS_PER_STEP + _SECONDS_PER_VALIDATION
         seconds = n_trials * (space.training.epochs * per_epoch + _SECONDS_PER_TRIAL)

@@ -290,7 +290,7 @@ class PopulationEngine(Engine):
     def _chunk(self, space: SearchSpace) -> int:
         if self.trials_per_batch:
             return self.trials_per_batch
-        trial = space.trials()[0]
+        trial = space.first_trial()
         data = split_for(trial)
         widest = max(max(v) for v in space.axis_values()["hidden_units"])
         net = stacked_net(architecture(Trial(space, {**trial.config, "hidden_units": (widest,)}, 0), data))
@@ -337,7 +337,7 @@ class PopulationEngine(Engine):
         return out
 
     def estimate_seconds(self, space: SearchSpace, n_trials: int) -> tuple[float, str]:
-        trial = space.trials()[0]
+        trial = space.first_trial()
         data = split_for(trial)
         rows = len(data.x_train) + len(data.x_test)
         units = stacked_net(architecture(trial, data)).activation_units()
