@@ -8,16 +8,17 @@ included) run through the real search driver.
 
 from __future__ import annotations
 
-import os
 import platform
 import resource
 import tempfile
 import time
 from pathlib import Path
 
+from study import machine
 from study.engines import get_engine
 from study.engines.base import split_for
 from study.engines.population import PopulationEngine, train_population
+from study.schema import versions
 from study.search import run_search
 from study.space import RATE_AXES, SearchSpace, Trial, load_space, parse_space
 
@@ -161,7 +162,10 @@ def main(
     with_profile: bool = False,
     families: tuple[str, ...] = tuple(FAMILY_SPACES),
 ) -> int:
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
+    study = load_space(study_file) if study_file else None  # a bad file is refused before minutes of timing
+    print(f"machine: {machine.describe()}")
+    v = versions()
+    print(f"         {platform.platform()}, TensorFlow {v['tensorflow_version']}, Keras {v['keras_version']}")
     print("reference trial: circles 30/70, mlp 2-500-1 relu, adam, batch 32, 4000 epochs, per-epoch test metrics\n")
 
     keras_s = keras_seconds_per_trial(keras_epochs)
@@ -186,8 +190,8 @@ def main(
     for family in families:
         family_bench(family)
 
-    if study_file:
-        space = load_space(study_file)
+    if study:
+        space = study
         with tempfile.TemporaryDirectory() as results:
             start = time.perf_counter()
             summary = run_search(space, get_engine("population"), results_root=results, progress=False)

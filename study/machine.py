@@ -44,6 +44,10 @@ def vector_extensions() -> list[str]:
 def onednn_enabled() -> bool | None:
     """Whether TensorFlow runs its oneDNN kernels in this process (None if TensorFlow cannot say)."""
     try:
+        import study.quiet_tf  # noqa: F401  (TensorFlow without its start-up chatter)
+    except ImportError:
+        return None
+    try:
         from tensorflow.python.util import _pywrap_util_port
     except ImportError:
         return None

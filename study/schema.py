@@ -80,9 +80,13 @@ def machine() -> dict[str, Any]:
     """What the study ran on, for the manifest."""
     import os
 
+    from study.machine import cpu_model, vector_extensions
+
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "vector_extensions": " ".join(vector_extensions()),
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
         "hostname": platform.node(),
