@@ -30,8 +30,11 @@ search-distributed: $(STAMP)
 report: $(STAMP)
 	$(BIN)/python -m study report $(if $(SPACE),--space $(SPACE)) --results-dir $(RESULTS)
 
+# Two test processes keep both cores busy while one waits on a subprocess or a Keras fit's per-epoch overhead.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m study bench

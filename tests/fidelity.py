@@ -14,8 +14,11 @@ from study.engines.base import split_for
 from study.space import Trial
 
 
-def keras_reference(trial: Trial, shuffle: bool = False):
-    """Plain Keras: initial weights, per-epoch history, final weights and final metrics."""
+def keras_reference(trial: Trial, shuffle: bool = False, validation: bool = True):
+    """Plain Keras: initial weights, per-epoch history, final weights and final metrics.
+
+    `validation=False` skips the per-epoch test evaluation (half of a small fit's time; the test columns of the
+    history are then NaN) for tests that need only the final metrics."""
     data = split_for(trial)
     keras.utils.set_random_seed(trial.seed)
     model = keras_engine.build_model(trial, data)
@@ -27,13 +30,14 @@ def keras_reference(trial: Trial, shuffle: bool = False):
         y_train,
         epochs=trial.space.training.epochs,
         batch_size=trial.space.training.batch_size,
-        validation_data=(data.x_test, y_test),
+        validation_data=(data.x_test, y_test) if validation else None,
         shuffle=shuffle,
         callbacks=keras_engine.callbacks(trial),
         verbose=0,
     )
     h = fit.history
-    history = np.stack([h["loss"], h["accuracy"], h["val_loss"], h["val_accuracy"]], axis=1)
+    missing = [np.nan] * len(h["loss"])
+    history = np.stack([h["loss"], h["accuracy"], h.get("val_loss", missing), h.get("val_accuracy", missing)], axis=1)
     final = keras_engine.evaluate(model, data)
     keras.backend.clear_session()
     return initial, history, final, model
