@@ -1,15 +1,22 @@
-"""`python -m study bench`: the population engine against plain `model.fit`, measured side by side in one run.
+"""`python -m study bench`: the population engine against plain `model.fit` and the fastest outside implementation,
+measured side by side in one run on one machine, which it names.
 
-Prints seconds per 4000-epoch reference trial for plain Keras (measured on a few hundred epochs and scaled, as the
-output says), for the population engine alone and at its chosen batch size, the ratios; the same for a trial of
-each other model family's study (cnn.yaml, rnn.yaml); and the wall time of a complete study (per-epoch curves
-included) run through the real search driver.
+It prints seconds per 4000-epoch reference trial for plain Keras (measured on a few hundred epochs and scaled, as
+the output says), for the population engine alone and at every batch size it may choose, and for the peer
+(`../shared/peers/jax_pop.py`) when it is there; the same for a trial of each other model family's study; the cold
+compile time of each architecture; and the wall time and peak memory of complete studies run as `make search`
+runs them (a fresh process and an empty compilation cache, curves written).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import platform
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,14 +24,15 @@ from pathlib import Path
 from study import machine
 from study.engines import get_engine
 from study.engines.base import split_for
-from study.engines.population import PopulationEngine, train_population
 from study.schema import versions
-from study.search import run_search
 from study.space import RATE_AXES, SearchSpace, Trial, load_space, parse_space
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = ROOT / "search_spaces"
 REFERENCE = SPACES / "tutorial.yaml"
 FAMILY_SPACES = {"cnn": SPACES / "cnn.yaml", "rnn": SPACES / "rnn.yaml"}
+DEFAULT_STUDIES = (SPACES / "tutorial.yaml", SPACES / "regularization.yaml")
+PEER = ROOT.parent / "shared" / "peers" / "jax_pop.py"
 
 
 def _reference(epochs: int | None = None, seeds: int = 1, dropout: list[float] | None = None) -> SearchSpace:
@@ -55,23 +63,87 @@ def keras_seconds_per_trial(epochs: int) -> float:
     return seconds * 4000 / epochs
 
 
-def population_seconds_per_trial(trials: list[Trial], repeats: int = 2) -> float:
-    splits = [split_for(t) for t in trials]
-    train_population(trials, splits)  # trace once, as a study does per architecture
-    return _best_of(repeats, lambda: train_population(trials, splits)) / len(trials)
+def population_seconds_per_trial(trials: list[Trial], repeats: int = 2, splits=None) -> float:
+    """Running time per trial (compiling excluded: the first call compiles), best of `repeats`."""
+    from study.engines.population import train_population
+
+    splits = splits or [split_for(t) for t in trials]
+    train_population(trials, splits)
+    return min(train_population(trials, splits).seconds for _ in range(repeats)) / len(trials)
 
 
-def _single_configuration(space: SearchSpace, config: dict, epochs: int) -> SearchSpace:
+def cold_compile_seconds(trials: list[Trial]) -> float:
+    """Seconds XLA takes to compile this batch's training with no cache (what a study's first batch pays)."""
+    import jax
+
+    from study.engines import population
+
+    jax.config.update("jax_enable_compilation_cache", False)
+    population._EXECUTABLES.clear()
+    try:
+        start = time.perf_counter()
+        population.train_population(trials, [split_for(t) for t in trials])
+        total = time.perf_counter() - start
+        running = population.train_population(trials, [split_for(t) for t in trials]).seconds
+    finally:
+        jax.config.update("jax_enable_compilation_cache", True)
+    return total - running
+
+
+def batch_sizes() -> list[int]:
+    """The sizes the engine's batch sizer may choose from on this machine."""
+    from study.engines import xla
+
+    n = len(xla.devices())
+    return [n * 2**k for k in range(8) if n * 2**k <= 64 * n]
+
+
+def batch_table(space: SearchSpace, label: str, scale: float) -> tuple[int, float]:
+    """Seconds per trial at each candidate batch size (trials of `space`, mixed configurations); the best."""
+    trials = space.trials()
+    best = (0, float("inf"))
+    for size in batch_sizes():
+        if size > len(trials):
+            break
+        per_trial = population_seconds_per_trial(trials[:size], repeats=2) * scale
+        print(f"  population, {size:3d} trials     {per_trial:9.4f} s/trial  ({label})")
+        best = min(best, (size, per_trial), key=lambda b: b[1])
+    return best
+
+
+def peer_seconds_per_trial() -> float | None:
+    """The peer's own figure (per 4000-epoch trial, compile excluded) on this machine, in this run: its documented
+    command line, with as many devices as we use; the faster of its two layer variants."""
+    from study.engines import xla
+
+    if not PEER.exists():
+        print(f"  peer                       (not found at {PEER})")
+        return None
+    best = None
+    for layer in ("ew", "dot"):
+        command = [sys.executable, str(PEER), "--P", "16", "--epochs", "1000", "--prng", "hash",
+                   "--devices", str(len(xla.devices())), "--reps", "3", "--layer", layer]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            print(f"  peer ({layer})                 failed: {done.stderr.strip().splitlines()[-1:]}")
+            continue
+        seconds = json.loads(done.stdout.strip().splitlines()[-1])["per_trial_4000_s"]
+        print(f"  peer jax_pop.py ({layer}), 16   {seconds:9.4f} s/trial  (its --P 16 --epochs 1000, scaled)")
+        best = seconds if best is None else min(best, seconds)
+    return best
+
+
+def _single_configuration(space: SearchSpace, config: dict, epochs: int, seeds: int = 1) -> SearchSpace:
     raw = space.model_dump(mode="json")
     raw["training"]["epochs"] = epochs
     raw["axes"] = {a: [list(v) if isinstance(v, tuple) else v] for a, v in config.items() if a in space.swept_axes()}
-    raw["seeds"] = 1
+    raw["seeds"] = seeds
     return parse_space(raw)
 
 
 def family_bench(family: str) -> None:
     """One model family's study trial (every dropout of the study's grid at its largest rate) through plain
-    model.fit and through the population engine, alone and at the engine's batch size, measured side by side."""
+    model.fit and through the population engine, alone and at each batch size, measured side by side."""
     space = load_space(FAMILY_SPACES[family])
     configs = space.configurations()
     heavy = max(configs, key=lambda c: sum(c[a] for a in RATE_AXES))
@@ -85,14 +157,11 @@ def family_bench(family: str) -> None:
     keras_s = t_short - short * per_epoch + epochs * per_epoch  # build + evaluate once, then per epoch
 
     trial = _single_configuration(space, heavy, epochs).trials()
-    single_s = population_seconds_per_trial(trial, repeats=1)
-    chunk = PopulationEngine()._chunk(space)
-    batch_s = population_seconds_per_trial(space.trials()[:chunk], repeats=1)
     data = split_for(trial[0])
     setting = ", ".join(f"{a} {heavy[a]:g}" for a in RATE_AXES if heavy[a] > 0)
     print(
         f"\n{family}: {space.name}.yaml's trial -- {data.image_shape[0]}x{data.image_shape[1]} digits "
-        f"{len(data.x_train)}/{len(data.x_test)}, {trial[0].space.model.family} "
+        f"{len(data.x_train)}/{len(data.x_test)}, {space.model.family} "
         f"{'filters ' + str(space.model.filters) + ', ' if space.model.filters else ''}"
         f"hidden {space.model.hidden_units}, {epochs} epochs, batch {space.training.batch_size}; {setting}"
     )
@@ -100,108 +169,119 @@ def family_bench(family: str) -> None:
         f"  plain model.fit            {keras_s:9.3f} s/trial  (build + {epochs} x {per_epoch:.3f} s/epoch, "
         f"measured on {short} and {long} epochs)"
     )
-    print(f"  population, 1 trial        {single_s:9.3f} s/trial  ({epochs} epochs, measured)")
-    print(f"  population, {chunk:3d} trials     {batch_s:9.3f} s/trial  (the study's first {chunk} trials, measured)")
+    compile_s = cold_compile_seconds(trial)
+    single_s = population_seconds_per_trial(trial, repeats=1)
+    print(
+        f"  population, 1 trial        {single_s:9.3f} s/trial  ({epochs} epochs, measured; compile {compile_s:.1f} s)"
+    )
+    mixed = _single_configuration(space, heavy, epochs, seeds=64)  # the heaviest trial, many seeds
+    size, batch_s = batch_table(mixed, f"{epochs} epochs, measured", 1.0)
     print(f"  speed-up, 1 trial          {keras_s / single_s:9.1f}x  over plain model.fit")
-    print(f"  speed-up, {chunk} trials      {keras_s / batch_s:9.1f}x  over plain model.fit")
+    print(f"  speed-up, {size} trials      {keras_s / batch_s:9.1f}x  over plain model.fit")
 
 
-def profile(chunk: int, epochs: int = 400) -> None:
-    """Where a population batch's time goes, by ablation on the reference trial (dropout 0.5, input dropout 0.2).
+def profile(size: int, epochs: int = 400) -> None:
+    """Where a population batch's time goes, by ablation on the reference trial, against the arithmetic floor.
 
-    Each line is seconds per 4000-epoch trial at `chunk` trials per batch, best of three runs of `epochs` epochs.
-    """
-    import dataclasses
+    Each line is seconds per 4000-epoch trial at `size` trials per batch, best of three runs of `epochs` epochs."""
+    import jax
+    import jax.numpy as jnp
 
-    import tensorflow as tf
+    from study.engines import population
 
     def per_trial(space: SearchSpace, shrink_test: bool = False) -> float:
-        trials = space.trials()[:chunk]
+        trials = space.trials()[:size]
         splits = [split_for(t) for t in trials]
         if shrink_test:  # a one-row test set: the per-epoch evaluation costs next to nothing
-            splits = [dataclasses.replace(s, x_test=s.x_test[:1], y_test=s.y_test[:1]) for s in splits]
-        train_population(trials, splits)
-        return _best_of(3, lambda: train_population(trials, splits)) / len(trials) * 4000 / epochs
+            one = dataclasses.replace(splits[0], x_test=splits[0].x_test[:1], y_test=splits[0].y_test[:1])
+            splits = [one] * len(trials)
+        return population_seconds_per_trial(trials, 3, splits) * 4000 / epochs
 
     def space(dropout: float, input_dropout: float) -> SearchSpace:
-        raw = _reference(epochs=epochs, seeds=chunk, dropout=[dropout]).model_dump(mode="json")
+        raw = _reference(epochs=epochs, seeds=size, dropout=[dropout]).model_dump(mode="json")
         raw["axes"]["input_dropout"] = [input_dropout]
         return parse_space(raw)
 
     full = per_trial(space(0.5, 0.2))
     no_dropout = per_trial(space(0.0, 0.0))
     no_eval = per_trial(space(0.5, 0.2), shrink_test=True)
+    (program,) = [p for key, p in population._EXECUTABLES.items() if key[2] == size][-1:]  # the last compiled
+    flops = (program.cost_analysis() or {}).get("flops", float("nan"))
 
-    @tf.function
-    def matmuls(x_train, x_test, w1, w2, n):
-        # The epoch's matrix products: forward, both backward products per layer, and the test forward pass.
-        for _ in tf.range(n):
-            h = tf.matmul(x_train, w1)
-            o = tf.matmul(h, w2)
-            tf.matmul(o, w2, transpose_b=True)
-            tf.matmul(h, o, transpose_a=True)
-            tf.matmul(x_train, h, transpose_a=True)
-            tf.matmul(tf.matmul(x_test, w1), w2)
-        return n
-
-    args = [tf.random.normal(shape) for shape in ((chunk, 30, 2), (chunk, 70, 2), (chunk, 2, 500), (chunk, 500, 1))]
-    matmuls(*args, tf.constant(2))
-    products = _best_of(3, lambda: matmuls(*args, tf.constant(epochs))) / chunk * 4000 / epochs
-    print(f"\nwhere the time goes ({chunk} trials per batch, s per 4000-epoch trial, ablations of {epochs} epochs):")
+    a = jnp.ones((2048, 2048), jnp.float32)
+    product = jax.jit(lambda a: a @ a)
+    product(a).block_until_ready()
+    rate = 2 * 2048**3 / _best_of(5, lambda: product(a).block_until_ready())
+    print(f"\nwhere the time goes ({size} trials per batch, s per 4000-epoch trial, ablations of {epochs} epochs):")
     print(f"  whole trial                          {full:7.3f}")
     print(f"  dropout masks (generate and apply)   {full - no_dropout:7.3f}  (full minus dropout off)")
     print(f"  per-epoch test evaluation + metrics  {full - no_eval:7.3f}  (full minus a one-row test set)")
-    print(f"  matrix products alone                {products:7.3f}  (the same matmuls in a bare loop)")
-    rest = full - (full - no_dropout) - (full - no_eval) - products
-    print(f"  everything else                      {rest:7.3f}  (elementwise forward/backward, Adam, loop)")
+    print(f"  arithmetic floor                     {flops / size * 4000 / epochs / rate:7.3f}  "
+          f"({flops / size / epochs * 4000 / 1e9:.2f} GFLOP per trial by XLA's count, at {rate / 1e9:.0f} GFLOP/s, "
+          f"this machine's float32 matrix product)")  # fmt: skip
+
+
+def study_wall_time(space_file: Path) -> None:
+    """A complete study as `make search` runs it: a fresh process, an empty compilation cache, curves written."""
+    space = load_space(space_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "DROPOUT_STUDY_CACHE": str(Path(tmp) / "cache")}
+        command = [sys.executable, "-m", "study", "search", str(space_file), "--results-dir", str(Path(tmp) / "r"),
+                   "--quiet"]  # fmt: skip
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        start = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 2**20  # KiB -> GiB
+    status = "" if done.returncode == 0 else f", exit status {done.returncode}: {done.stderr.strip()[-300:]}"
+    print(
+        f"study {space.name}: {space.n_trials} trials x {space.training.epochs} epochs in {wall:.1f} s "
+        f"({wall / 60:.1f} min, {space.n_trials / wall:.2f} trials/s), peak memory {peak:.2f} GiB, "
+        f"process start and compiling included{status}"
+    )
 
 
 def main(
     keras_epochs: int = 200,
-    study_file: str | None = None,
+    studies: tuple[str, ...] = tuple(str(s) for s in DEFAULT_STUDIES),
     with_profile: bool = False,
     families: tuple[str, ...] = tuple(FAMILY_SPACES),
 ) -> int:
-    study = load_space(study_file) if study_file else None  # a bad file is refused before minutes of timing
-    print(f"machine: {machine.describe()}")
+    studies = tuple(s for s in studies if s)
+    for file in studies:
+        load_space(file)  # a bad file is refused before minutes of timing
+    from study.engines import xla
+
     v = versions()
-    print(f"         {platform.platform()}, TensorFlow {v['tensorflow_version']}, Keras {v['keras_version']}")
+    print(f"machine: {machine.describe()}")
+    print(f"         {platform.platform()}; TensorFlow {v['tensorflow_version']}, Keras {v['keras_version']}, "
+          f"JAX {v['jax_version']} on {xla.describe()}")  # fmt: skip
     print("reference trial: circles 30/70, mlp 2-500-1 relu, adam, batch 32, 4000 epochs, per-epoch test metrics\n")
 
     keras_s = keras_seconds_per_trial(keras_epochs)
-    print(f"plain model.fit            {keras_s:9.3f} s/trial  (measured on {keras_epochs} epochs, scaled to 4000)")
-
+    print(f"  plain model.fit            {keras_s:9.3f} s/trial  (measured on {keras_epochs} epochs, scaled to 4000)")
     single = _reference(seeds=1).trials()
+    compile_s = cold_compile_seconds(single)
     single_s = population_seconds_per_trial(single)
-    print(f"population, 1 trial        {single_s:9.3f} s/trial  (4000 epochs, measured)")
-
-    chunk = PopulationEngine()._chunk(_reference())
-    mixed = _reference(seeds=(chunk + 9) // 10, dropout=[round(0.1 * i, 1) for i in range(10)]).trials()[:chunk]
-    batch_s = population_seconds_per_trial(mixed)
-    print(f"population, {chunk:3d} trials     {batch_s:9.3f} s/trial  (4000 epochs, dropout 0.0-0.9 mixed, measured)")
+    print(f"  population, 1 trial        {single_s:9.4f} s/trial  (4000 epochs, measured; compile {compile_s:.1f} s)")
+    mixed = _reference(seeds=64, dropout=[round(0.1 * i, 1) for i in range(10)])
+    size, batch_s = batch_table(mixed, "4000 epochs, dropout 0.0-0.9 mixed, measured", 1.0)
+    peer_s = peer_seconds_per_trial()
     print()
-    print(f"speed-up, 1 trial          {keras_s / single_s:9.0f}x  over plain model.fit")
-    print(f"speed-up, {chunk} trials      {keras_s / batch_s:9.0f}x  over plain model.fit")
-    print(f"batching gain              {single_s / batch_s:9.1f}x  ({chunk} trials vs 1)")
+    print(f"  speed-up, 1 trial          {keras_s / single_s:9.0f}x  over plain model.fit")
+    print(f"  speed-up, {size} trials      {keras_s / batch_s:9.0f}x  over plain model.fit")
+    if peer_s:
+        print(f"  against the peer           {peer_s / batch_s:9.2f}x  (its best per-trial time / ours, same run)")
 
     if with_profile:
-        profile(chunk)
+        profile(size)
 
     for family in families:
         family_bench(family)
 
-    if study:
-        space = study
-        with tempfile.TemporaryDirectory() as results:
-            start = time.perf_counter()
-            summary = run_search(space, get_engine("population"), results_root=results, progress=False)
-            wall = time.perf_counter() - start
-        print()
-        print(
-            f"study {space.name}: {summary.run} trials x {space.training.epochs} epochs with per-epoch curves "
-            f"in {wall:.0f} s ({wall / 60:.1f} min), {summary.run / wall:.2f} trials/s, "
-            f"{len(summary.failed)} failed"
-        )
+    print()
+    for file in studies:
+        study_wall_time(Path(file))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB on Linux
-    print(f"\npeak memory of this process (benchmarks and study together): {peak:.2f} GiB")
+    print(f"\npeak memory of this process (the per-trial benchmarks): {peak:.2f} GiB")
     return 0

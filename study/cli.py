@@ -65,13 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine",
         choices=ENGINES,
         default="population",
-        help="population: many trials at once, held to plain Keras by tests (default); keras: plain model.fit",
+        help="population: many trials at once as one XLA program, held to plain Keras by tests (default); "
+        "keras: plain model.fit",
     )
     search.add_argument(
         "--trials-per-batch",
         type=_whole_number(1, MAX_TRIALS_PER_BATCH),
         metavar="N",
-        help="population engine: trials trained together (default: chosen within a memory budget)",
+        help="population engine: trials trained together (default: measured on this machine)",
     )
     search.add_argument(
         "--results-dir",
@@ -147,9 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--study",
-        default="search_spaces/regularization.yaml",
+        nargs="*",
+        default=[str(f) for f in ("search_spaces/tutorial.yaml", "search_spaces/regularization.yaml")],
         metavar="SPACE_FILE",
-        help="a study to run completely for its wall time ('' to skip)",
+        help="studies to run completely for their wall time (default: tutorial and regularization; '' for none)",
     )
     bench.add_argument("--profile", action="store_true", help="also break a batch's time down by ablation")
     bench.add_argument(
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from study.bench import main as bench
 
-            return bench(args.keras_epochs, args.study or None, args.profile, tuple(args.families))
+            return bench(args.keras_epochs, tuple(args.study), args.profile, tuple(args.families))
         return _report(args)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -267,7 +269,9 @@ def _chief(args: argparse.Namespace, space: SearchSpace, engine):
         local_workers=args.local_workers,
         worker_args=tuple(worker_args),
     )
-    return run_chief(space, engine.name, args.results_dir, settings, args.space_file, progress=not args.quiet)
+    return run_chief(
+        space, engine.name, args.results_dir, settings, args.space_file, not args.quiet, engine_version=engine.version
+    )
 
 
 def describe(space: SearchSpace, space_file: str, engine, results_root: Path) -> str:

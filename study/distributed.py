@@ -168,10 +168,11 @@ def run_chief(
     settings: ChiefSettings,
     space_file: str = "",
     progress: bool = True,
+    engine_version: str = "",
 ) -> SearchSummary:
     """Serve the study's Oracle until every trial is finished; optionally start local workers on loopback."""
     store = ResultsStore(study_folder(results_root, space))
-    store.begin(space, f"{engine_name} (distributed)", space_file)
+    store.begin(space, f"{engine_name} (distributed)", space_file, engine_version=engine_version)
     done = store.completed_keys() & {t.key for t in space.trials()}
     oracle = GridOracle(space, done=done, lease_seconds=settings.lease_s)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))

@@ -46,11 +46,13 @@ TRIAL_COLUMNS = (
     "best_epoch",
     "wall_time_s",
     "engine",
+    "engine_version",
     "finished_at",
     "python_version",
     "tensorflow_version",
     "keras_version",
     "keras_tuner_version",
+    "jax_version",
     "error",
 )
 
@@ -73,6 +75,7 @@ def versions() -> dict[str, str]:
         "tensorflow_version": version("tensorflow"),
         "keras_version": version("keras"),
         "keras_tuner_version": version("keras-tuner"),
+        "jax_version": version("jax"),
     }
 
 
@@ -131,7 +134,7 @@ class TrialResult:
         return self.row["status"] == COMPLETED
 
 
-def _base_row(trial: Trial, engine: str) -> dict[str, Any]:
+def _base_row(trial: Trial, engine: str, engine_version: str = "") -> dict[str, Any]:
     space = trial.space
     row: dict[str, Any] = dict.fromkeys(TRIAL_COLUMNS)
     row.update(
@@ -145,6 +148,7 @@ def _base_row(trial: Trial, engine: str) -> dict[str, Any]:
         batch_size=space.training.batch_size,
         learning_rate=space.training.optimizer.learning_rate,
         engine=engine,
+        engine_version=engine_version,
         finished_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
         **versions(),
     )
@@ -161,9 +165,11 @@ def completed_result(
     final: dict[str, float],
     data_shape: dict[str, int],
     wall_time_s: float,
+    engine_version: str = "",
 ) -> TrialResult:
-    """Build a completed trial's row and curves; `final` holds inference-mode train/test accuracy and loss."""
-    row = _base_row(trial, engine)
+    """Build a completed trial's row and curves; `final` holds inference-mode train/test accuracy and loss;
+    `engine_version` what computed it (e.g. 'jax 0.10.2 (cpu x2)')."""
+    row = _base_row(trial, engine, engine_version)
     test_acc = np.asarray(history.test_accuracy, dtype=np.float64)
     epochs_run = len(test_acc)
     best = int(np.argmax(test_acc)) if epochs_run else 0

@@ -44,7 +44,7 @@ def run_search(
 ) -> SearchSummary:
     """Run every trial of `space` not yet in the store (at most `max_trials` of them) on `engine`."""
     store = ResultsStore(study_folder(results_root, space))
-    store.begin(space, engine.name, space_file)
+    store.begin(space, engine.name, space_file, engine_version=engine.version)
     done = store.completed_keys() & {t.key for t in space.trials()}
     oracle = GridOracle(space, done=done)
     budget = oracle.remaining if max_trials is None else min(max_trials, oracle.remaining)

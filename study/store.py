@@ -65,8 +65,9 @@ class ResultsStore:
 
     # --- starting and finishing a run --------------------------------------------------------------
 
-    def begin(self, space: SearchSpace, engine: str, space_file: str = "") -> None:
-        """Open the folder for a run of `space`: create it, or check it holds the same study."""
+    def begin(self, space: SearchSpace, engine: str, space_file: str = "", engine_version: str = "") -> None:
+        """Open the folder for a run of `space`: create it, or check it holds the same study. The manifest records
+        every run's engine and its version, so a study resumed on another engine says so."""
         manifest = self.check(space) if (self.folder / MANIFEST).exists() else None
         self.batches.mkdir(parents=True, exist_ok=True)
         self.curves_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +83,14 @@ class ResultsStore:
                 "runs": [],
             }
         manifest["runs"].append(
-            {"engine": engine, "started_at": _now(), "finished_at": None, "machine": machine(), **versions()}
+            {
+                "engine": engine,
+                "engine_version": engine_version,
+                "started_at": _now(),
+                "finished_at": None,
+                "machine": machine(),
+                **versions(),
+            }
         )
         self._write_manifest(manifest)
 

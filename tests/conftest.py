@@ -49,7 +49,9 @@ def write_space(tmp_path: Path):
     return write
 
 
-def fake_result(trial, test_accuracy: float = 0.8, epochs: int = 5, engine: str = "fake") -> TrialResult:
+def fake_result(
+    trial, test_accuracy: float = 0.8, epochs: int = 5, engine: str = "fake", engine_version: str = "fake 1.0"
+) -> TrialResult:
     """A completed result with made-up but well-formed numbers, for tests that need no training."""
     rng = np.random.default_rng(zlib.crc32(trial.key.encode()))
     ramp = np.linspace(0.5, 1.0, epochs)
@@ -61,4 +63,4 @@ def fake_result(trial, test_accuracy: float = 0.8, epochs: int = 5, engine: str 
     )
     final = {"train_accuracy": 1.0, "train_loss": 0.01, "test_accuracy": test_accuracy, "test_loss": 0.5}
     shape = {"n_train": 30, "n_test": 70, "n_features": 2, "n_classes": 2}
-    return completed_result(trial, engine, history, final, shape, wall_time_s=0.01)
+    return completed_result(trial, engine, history, final, shape, wall_time_s=0.01, engine_version=engine_version)

@@ -83,7 +83,8 @@ def test_a_worker_killed_mid_batch_loses_nothing(tmp_path) -> None:
     ]
     wait_for_batches(results / "dist", 2)
     workers[0].send_signal(signal.SIGKILL)
-    assert finish(workers[1])[0] == 0
+    code, log = finish(workers[1])
+    assert code == 0, log
     code, log = finish(chief)
     assert code == 0, log
     assert_every_trial_exactly_once(results / "dist", 16)
@@ -104,7 +105,8 @@ def test_a_chief_killed_and_restarted_resumes(tmp_path) -> None:
     code, log = finish(study(space, results, *chief_args))
     assert code == 0, log
     for worker in workers:
-        assert finish(worker)[0] == 0
+        code, log = finish(worker)
+        assert code == 0, log
     assert_every_trial_exactly_once(results / "dist", 16)
 
 

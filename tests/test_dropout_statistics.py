@@ -44,7 +44,8 @@ def _dropout_space():
 
 
 def _population_distribution(trials) -> dict[str, np.ndarray]:
-    history, _, final, _ = population.train_population(trials, [split_for(t) for t in trials])
+    result = population.train_population(trials, [split_for(t) for t in trials])
+    history, final = result.history, result.final
     return {"test_accuracy": final[:, 3], "train_loss": history[-1, :, 0]}
 
 
@@ -72,10 +73,10 @@ def test_dropout_statistics_agree_with_keras_over_seeds(keras_distribution) -> N
 
 
 def test_the_statistical_test_catches_wrong_dropout_scaling(keras_distribution, monkeypatch) -> None:
-    import tensorflow as tf
+    import jax.numpy as jnp
 
-    monkeypatch.setattr(masks, "inverted_dropout_scale", tf.ones_like)  # forgets 1/(1-rate)
-    monkeypatch.setattr(population, "_LOOPS", {})  # trace afresh with the broken scaling
+    monkeypatch.setattr(masks, "inverted_dropout_scale", jnp.ones_like)  # forgets 1/(1-rate)
+    monkeypatch.setattr(population, "_EXECUTABLES", {})  # compile afresh with the broken scaling
     ours = _statistics(_population_distribution(_dropout_space().trials()))
     theirs = _statistics(keras_distribution)
     assert not all(_agrees(ours[n], theirs[n], t) for n, t in TOLERANCE.items())

@@ -3,9 +3,10 @@ samples, epochs and layers, and valid per-trial shuffles."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow as tf
 from scipy import stats
 
 from study.engines import masks
@@ -14,12 +15,14 @@ ROWS, UNITS = 64, 500
 
 
 def mask(seeds, rate: float, epoch=0, step=0, layer=1, shape=(ROWS, UNITS)) -> np.ndarray:
-    seeds = tf.constant(np.asarray(seeds, dtype=np.uint32))
-    keys = masks.stream_keys(seeds, tf.constant(epoch), step, layer)
-    n = len(seeds.numpy())
-    thresholds = tf.constant(masks.keep_thresholds(np.full(n, rate)))
-    rates = tf.constant(np.full(n, rate, np.float32))
-    return masks.dropout_mask(keys, thresholds, rates, shape).numpy()
+    """One mask per seed, [len(seeds), *shape], as the engine draws them (one trial at a time, mapped)."""
+
+    def one(seed):
+        key = masks.stream_key(seed, jnp.int32(epoch), step, layer)
+        threshold = masks.keep_thresholds(np.array(rate))
+        return masks.dropout_mask(key, jnp.asarray(threshold), jnp.float32(rate), shape)
+
+    return np.asarray(jax.vmap(one)(jnp.asarray(np.asarray(seeds, dtype=np.uint32))))
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.8])
@@ -82,8 +85,9 @@ def test_a_trials_mask_depends_only_on_its_own_seed() -> None:
 
 
 def test_shuffles_are_permutations_with_uniform_positions() -> None:
-    seeds = tf.constant(np.arange(4000, dtype=np.uint32))
-    orders = masks.permutations(masks.stream_keys(seeds, tf.constant(0), 0, masks.SHUFFLE_LAYER), 10).numpy()
+    seeds = jnp.arange(4000, dtype=jnp.uint32)
+    keys = masks.stream_key(seeds, jnp.int32(0), 0, masks.SHUFFLE_LAYER)
+    orders = np.asarray(jax.vmap(lambda key: masks.permutation(key, 10))(keys))
     assert all(sorted(row) == list(range(10)) for row in orders)
     where_zero = np.argmax(orders == 0, axis=1)
     assert stats.chisquare(np.bincount(where_zero, minlength=10)).pvalue > 1e-3

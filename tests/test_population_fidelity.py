@@ -28,9 +28,10 @@ CIRCLES = {"name": "circles", "split": {"train_size": 30}}
 def compare_exactly(space_dict: dict) -> int:
     trial = parse_space(space_dict).trials()[0]
     initial, history, final, model = keras_reference(trial)
-    p_hist, epochs_run, p_final, p_flat = population.train_population(
+    ours = population.train_population(
         [trial], [split_for(trial)], initial=stacked_from_keras(model, initial), shuffle=False
     )
+    p_hist, epochs_run, p_final, p_flat = ours.history, ours.epochs_run, ours.final, ours.params
     assert epochs_run[0] == len(history), "stopped at a different epoch"
     pairs = zip(keras_weights(model), keras_order(p_flat, model), strict=True)
     for i, (keras_w, pop_w) in enumerate(pairs):
@@ -135,8 +136,8 @@ def test_a_trials_result_does_not_depend_on_its_batch() -> None:
     target = 37
     alone = population.train_population([trials[target]], [split_for(trials[target])])
     together = population.train_population(trials, [split_for(t) for t in trials])
-    np.testing.assert_allclose(together[0][:, target], alone[0][:, 0], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(together[2][target], alone[2][0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(together.history[:, target], alone.history[:, 0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(together.final[target], alone.final[0], rtol=1e-6, atol=1e-7)
 
 
 # --- dropout on, CNN and RNN: the distribution of a sample's training-mode loss over dropout masks -------------
@@ -175,8 +176,7 @@ def _population_mask_losses(family: str, axes: dict, weights: list[np.ndarray], 
     data = split_for(trials[0])
     one_row = dataclasses.replace(data, x_test=data.x_test[:2], y_test=data.y_test[:2])  # skip a large evaluation
     initial = [np.repeat(w, len(trials), axis=0) for w in stacked_from_keras(model, weights)]
-    history, *_ = population.train_population(trials, [one_row] * len(trials), initial=initial)
-    return history[0, :, 0]
+    return population.train_population(trials, [one_row] * len(trials), initial=initial).history[0, :, 0]
 
 
 MASK_CASES = {

@@ -1,8 +1,9 @@
-"""Every model family trains on every CPU: with TensorFlow's oneDNN kernels on and off.
+"""Every model family trains on every CPU, on both engines: with TensorFlow's oneDNN kernels on and off.
 
-TensorFlow turns oneDNN on only on some CPUs (with AVX-512, say), and its other kernel path lacks operations the
-engines use (the grouped convolution's gradient was one); each mode runs in a process of its own, because the
-choice is made once, when TensorFlow loads.
+TensorFlow turns oneDNN on only on some CPUs (with AVX-512, say), and its other kernel path lacks some operations
+(a grouped convolution's gradient, once used by the population engine, was one); the keras engine runs on
+TensorFlow and the population engine on XLA, which must not care. Each mode runs in a process of its own, because
+the choice is made once, when TensorFlow loads.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import pytest
 from conftest import PYTHON, ROOT
 
 # A CNN (batch norm, every dropout kind) and an RNN (input, recurrent and output dropout), two trials each, a few
-# minibatches; prints oneDNN's state and each batch's final metrics.
+# minibatches, on both engines; prints oneDNN's state and each engine's final metrics.
 SCRIPT = """
 import json, sys
 sys.path.insert(0, "tests")
 from conftest import tiny_space_dict
-from study.engines import population
+from study.engines import get_engine, population
 from study.engines.base import split_for
 from study.machine import onednn_enabled
 from study.space import parse_space
@@ -38,8 +39,10 @@ for family, (model, axes) in cases.items():
     space = parse_space(tiny_space_dict(dataset={"name": "digits", "split": {"train_size": 96}}, model=model,
                                         axes=axes, training={"epochs": 2, "batch_size": 32}))
     trials = space.trials()
-    history, epochs_run, final, _ = population.train_population(trials, [split_for(t) for t in trials])
-    out[family] = final.tolist()
+    out[family] = population.train_population(trials, [split_for(t) for t in trials]).final.tolist()
+    rows = get_engine("keras").run_all(trials)
+    assert all(r.ok for r in rows), [r.row["error"] for r in rows]
+    out[f"{family}-keras"] = [[r.row[m] for m in population.METRICS] for r in rows]
 print(json.dumps(out))
 """
 
@@ -56,7 +59,7 @@ def both_modes() -> dict[str, dict]:
     return {mode: _train_in_a_process(mode) for mode in ("0", "1")}
 
 
-@pytest.mark.parametrize("family", ["cnn", "rnn"])
+@pytest.mark.parametrize("family", ["cnn", "rnn", "cnn-keras", "rnn-keras"])
 def test_cnn_and_rnn_train_with_onednn_on_and_off_alike(both_modes, family: str) -> None:
     off, on = both_modes["0"], both_modes["1"]
     assert off["onednn"] is False, "TF_ENABLE_ONEDNN_OPTS=0 should turn oneDNN off"

@@ -73,11 +73,25 @@ def test_latest_study_is_found_and_an_empty_results_dir_is_a_clear_error(tmp_pat
     assert find_study_folder(None, None, tmp_path) == folder
 
 
-def test_the_report_never_imports_tensorflow(tmp_path) -> None:
+def test_a_study_resumed_on_another_engine_says_so(tmp_path) -> None:
+    space = parse_space(tiny_space_dict(seeds=4))
+    store = ResultsStore(tmp_path / space.name)
+    store.begin(space, engine="population")
+    trials = space.trials()
+    store.commit([fake_result(t, engine="population", engine_version="") for t in trials[:3]])  # TensorFlow era
+    store.commit([fake_result(t, engine="population", engine_version="jax 0.10.2 (cpu x2)") for t in trials[3:]])
+    store.finish(len(trials), 0)
+    report = build_report(store.folder)["report"].read_text()
+    assert "population (TensorFlow, before the XLA engine): 3 trials" in report
+    assert "population (jax 0.10.2 (cpu x2)): 5 trials" in report and "more than one engine" in report
+
+
+def test_the_report_never_imports_tensorflow_or_jax(tmp_path) -> None:
     folder = make_study(tmp_path, tiny_space_dict())
     code = (
         "import sys; from study.cli import main; rc = main(['report', sys.argv[1]]); "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow imported'; "
+        "assert 'jax' not in sys.modules, 'JAX imported'; "
         "raise SystemExit(rc)"
     )
     proc = subprocess.run([PYTHON, "-c", code, str(folder)], capture_output=True, text=True, cwd=ROOT)

@@ -18,6 +18,7 @@ from study.analysis.tables import (
     baseline_mask,
     completed,
     config_label,
+    engines_used,
     hold_others_off,
     is_off,
     level_label,
@@ -430,6 +431,17 @@ def _metric_note(n_classes: int) -> str:
     )
 
 
+def _engine_note(done: pd.DataFrame) -> str:
+    engines = engines_used(done)
+    if len(engines) == 1:
+        return f"Engine: {next(iter(engines))}."
+    parts = ", ".join(f"{name}: {n} trials" for name, n in engines.items())
+    return (
+        f"Engines: {parts} -- this study was run (or resumed) on more than one engine; their trials agree in "
+        "distribution (the fidelity tests), not bit for bit."
+    )
+
+
 def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame, axes, shares) -> str:
     failed = len(trials) - len(done)
     planned = manifest.get("n_trials", len(trials))
@@ -440,7 +452,7 @@ def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame,
     lines += [
         f"Based on **{len(done)} of {planned}** planned trials"
         + (f" ({failed} failed, see `trials.csv`)" if failed else "")
-        + f", {len(table)} configurations. Engine: {', '.join(sorted(done['engine'].unique()))}. "
+        + f", {len(table)} configurations. {_engine_note(done)} "
         f"Data: `{first['dataset']}` ({int(first['n_train'])} train / {int(first['n_test'])} test rows); "
         f"model `{first['model']}`; {int(first['epochs'])} epochs, batch size {int(first['batch_size'])}. "
         f"Axes varied: {', '.join(AXIS_NAMES[a] for a in axes) or 'none'}. {_metric_note(int(first['n_classes']))}",

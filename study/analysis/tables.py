@@ -58,6 +58,17 @@ def completed(trials: pd.DataFrame) -> pd.DataFrame:
     return done.assign(gap=done["train_accuracy"] - done["test_accuracy"])
 
 
+def engines_used(done: pd.DataFrame) -> dict[str, int]:
+    """How many trials each engine (and its version) computed, e.g. {'population (jax 0.10.2 (cpu x2))': 300}.
+
+    Rows written before trials recorded an engine version came from the TensorFlow population engine (or a keras
+    engine of that time) and are named so."""
+    version = done.get("engine_version", pd.Series(np.nan, index=done.index)).fillna("").astype(str)
+    before = done["engine"].map({"population": "TensorFlow, before the XLA engine"}).fillna("version not recorded")
+    label = done["engine"].astype(str) + " (" + version.where(version != "", before) + ")"
+    return label.value_counts().to_dict()
+
+
 def varying_axes(trials: pd.DataFrame) -> list[str]:
     """The axes that take more than one value among these trials, in schema order."""
     return [a for a in AXES if trials[a].nunique(dropna=False) > 1]

@@ -14,6 +14,7 @@ class Engine(ABC):
     """Runs trials. A trial's failure is returned as a failed `TrialResult`, never raised."""
 
     name: str
+    version: str = ""  # what computes the trials, e.g. 'jax 0.10.2 (cpu x2)': recorded per trial and per run
 
     @abstractmethod
     def batch_size(self, space: SearchSpace) -> int:

@@ -15,11 +15,14 @@ from collections.abc import Iterator
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from study.datasets import Split
 from study.engines.base import Engine, split_for
 from study.schema import History, TrialResult, completed_result, failed_result
 from study.space import SearchSpace, Trial
+
+ENGINE_VERSION = f"tensorflow {tf.__version__}, keras {keras.__version__}"
 
 # Measured on a 2-core machine, reference model (2-500-1, 30 rows, one step per epoch): ~60 ms per epoch with
 # validation, about half of it the validation pass; building and compiling a model ~1 s.
@@ -182,6 +185,7 @@ def evaluate(model: keras.Model, data: Split) -> dict[str, float]:
 
 class KerasEngine(Engine):
     name = "keras"
+    version = ENGINE_VERSION
 
     def batch_size(self, space: SearchSpace) -> int:
         return 1
@@ -202,7 +206,9 @@ class KerasEngine(Engine):
                 "n_features": data.n_features,
                 "n_classes": data.n_classes,
             }
-            return completed_result(trial, self.name, history, final, shape, time.perf_counter() - start)
+            return completed_result(
+                trial, self.name, history, final, shape, time.perf_counter() - start, engine_version=self.version
+            )
         except Exception as exc:  # a trial's failure is recorded and reported, never swallowed
             return failed_result(trial, self.name, exc, time.perf_counter() - start)
         finally:

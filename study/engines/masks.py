@@ -1,19 +1,17 @@
-"""Counter-based random numbers for the population engine's dropout masks and shuffles.
+"""Counter-based random numbers for the population engine's dropout masks and shuffles, in JAX.
 
 Every number is a hash of (trial seed, epoch, step, layer, element index), so a trial's masks depend on its own
-seed only -- never on which trials share its batch or how large the batch is -- and no generator state has to be
-carried through the training loop. The hash is `lowbias32` (a well-tested 32-bit integer mixer), about twice as
-fast per number on our CPUs as TensorFlow's stateless Philox. `tests/test_masks.py` pins its independence.
+seed only -- never on which trials share its batch, how large the batch is, or how many devices it is split over
+-- and no generator state has to be carried through the training loop. The hash is `lowbias32` (a well-tested
+32-bit integer mixer): a few integer operations per number, far cheaper on a CPU than a cryptographic generator.
+The functions work on one trial (a scalar seed); the engine maps them over trials. `tests/test_masks.py` pins
+their independence.
 """
 
 from __future__ import annotations
 
-import study.quiet_tf  # noqa: F401  (silences TensorFlow's start-up; must come first)
-
-# isort: split
-
+import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 
 _GOLDEN = 0x9E3779B9
 _KEY_MULTIPLIERS = (0x85EBCA6B, 0xC2B2AE35, 0x27D4EB2F, 0x165667B1)  # seed, epoch, step, layer
@@ -21,21 +19,20 @@ INPUT_LAYER = 0  # layer index of the input dropout; hidden layer l uses l; shuf
 SHUFFLE_LAYER = 0xFFFF
 
 
-def mix(x: tf.Tensor) -> tf.Tensor:
+def mix(x: jnp.ndarray) -> jnp.ndarray:
     """lowbias32: a bijective 32-bit mixer with low avalanche bias."""
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
-    x = x * tf.constant(0x7FEB352D, tf.uint32)
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
-    x = x * tf.constant(0x846CA68B, tf.uint32)
-    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
 
 
-def stream_keys(seeds: tf.Tensor, epoch: tf.Tensor, step: int | tf.Tensor, layer: int) -> tf.Tensor:
-    """One 32-bit key per trial for the numbers of one (epoch, step, layer): shape [T]."""
-    parts = (seeds, tf.cast(epoch, tf.uint32), tf.cast(step, tf.uint32), tf.constant(layer, tf.uint32))
-    key = tf.zeros_like(seeds)
-    for part, multiplier in zip(parts, _KEY_MULTIPLIERS, strict=True):
-        key = mix(key + part * tf.constant(multiplier, tf.uint32))
+def stream_key(seed: jnp.ndarray, epoch: jnp.ndarray, step: int | jnp.ndarray, layer: int) -> jnp.ndarray:
+    """The 32-bit key of one trial's numbers for one (epoch, step, layer)."""
+    key = jnp.uint32(0)
+    for part, multiplier in zip((seed, epoch, step, layer), _KEY_MULTIPLIERS, strict=True):
+        key = mix(key + jnp.asarray(part).astype(jnp.uint32) * jnp.uint32(multiplier))
     return key
 
 
@@ -50,21 +47,20 @@ def _mix_np(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def element_offsets(n: int) -> tf.Tensor:
+def element_offsets(n: int) -> np.ndarray:
     """Element i's random-looking 32-bit label mix(i * golden ratio), a constant of shape [n].
 
     XOR-ing a stream key into labels that are themselves hashes means two streams can only coincide at
     isolated elements (as independent random numbers do), never as shifted copies of each other.
     """
     counters = (np.arange(n, dtype=np.uint64) * _GOLDEN % 2**32).astype(np.uint32)
-    return tf.constant(_mix_np(counters))
+    return _mix_np(counters)
 
 
-def random_bits(keys: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
-    """Uniform 32-bit integers of shape [T, *shape], one independent stream per trial key."""
-    n = int(np.prod(shape))
-    x = mix(tf.bitwise.bitwise_xor(element_offsets(n)[None, :], keys[:, None]))
-    return tf.reshape(x, (-1, *shape))
+def random_bits(key: jnp.ndarray, shape: tuple[int, ...]) -> jnp.ndarray:
+    """Uniform 32-bit integers of `shape` from one trial's stream key."""
+    offsets = element_offsets(int(np.prod(shape))).reshape(shape)
+    return mix(jnp.asarray(offsets) ^ key)
 
 
 def keep_thresholds(rates: np.ndarray) -> np.ndarray:
@@ -72,25 +68,22 @@ def keep_thresholds(rates: np.ndarray) -> np.ndarray:
     return np.minimum(np.round(np.asarray(rates, dtype=np.float64) * 2.0**32), 2**32 - 1).astype(np.uint32)
 
 
-def inverted_dropout_scale(rates: tf.Tensor) -> tf.Tensor:
+def inverted_dropout_scale(rate: jnp.ndarray) -> jnp.ndarray:
     """What kept units are multiplied by: 1/(1-rate), so a unit's expected value is unchanged."""
-    return 1.0 / (1.0 - rates)
+    return 1.0 / (1.0 - rate)
 
 
-def keep_mask(keys: tf.Tensor, thresholds: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
-    """True for kept units, [T, *shape]: unit dropped with probability `rate` (thresholds from `keep_thresholds`)."""
-    expand = (-1,) + (1,) * len(shape)
-    return random_bits(keys, shape) >= tf.reshape(thresholds, expand)
+def keep_mask(key: jnp.ndarray, threshold: jnp.ndarray, shape: tuple[int, ...]) -> jnp.ndarray:
+    """True for kept units: each dropped with probability `rate` (threshold from `keep_thresholds`)."""
+    return random_bits(key, shape) >= threshold
 
 
-def dropout_mask(keys: tf.Tensor, thresholds: tf.Tensor, rates: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
-    """Inverted-dropout multipliers [T, *shape]: 0 for a dropped unit, 1/(1-rate) for a kept one."""
-    expand = (-1,) + (1,) * len(shape)
-    scale = tf.reshape(inverted_dropout_scale(rates), expand)
-    return tf.cast(keep_mask(keys, thresholds, shape), tf.float32) * scale
+def dropout_mask(key: jnp.ndarray, threshold: jnp.ndarray, rate: jnp.ndarray, shape: tuple[int, ...]) -> jnp.ndarray:
+    """Inverted-dropout multipliers: 0 for a dropped unit, 1/(1-rate) for a kept one."""
+    return keep_mask(key, threshold, shape).astype(jnp.float32) * inverted_dropout_scale(rate)
 
 
-def permutations(keys: tf.Tensor, n: int) -> tf.Tensor:
-    """A uniformly random order of n rows per trial: shape [T, n], int32."""
-    bits = random_bits(keys, (n,))
-    return tf.argsort(tf.cast(tf.bitwise.right_shift(bits, 1), tf.int32), axis=1, stable=True)
+def permutation(key: jnp.ndarray, n: int) -> jnp.ndarray:
+    """A uniformly random order of n rows (int32), from one trial's stream key."""
+    bits = random_bits(key, (n,))
+    return jnp.argsort((bits >> 1).astype(jnp.int32), stable=True)

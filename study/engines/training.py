@@ -1,0 +1,271 @@
+"""The population engine's training loop: Keras' `model.fit` for one trial, written so that XLA compiles the whole
+of it -- every epoch, minibatch, dropout mask, Adam update and evaluation -- and runs many trials at once.
+
+One trial's loop is small functions over a named state: `train_step` (one minibatch: forward, backward, Adam,
+max-norm, batch-norm statistics), `evaluate` (inference mode), `early_stopping` (Keras' EarlyStopping rule) and
+`run_epoch`, which strings them together. `compile_training` maps the epoch over the trials of a batch with
+`jax.vmap`, splits the batch over the machine's devices with `jax.shard_map`, and loops over epochs in a
+`lax.while_loop` that ends when every trial has stopped. Trials that stopped early keep their state unchanged.
+
+Fidelity to Keras 3 (pinned by tests against `keras_engine`): Keras 3 Adam (epsilon added to sqrt(v), the bias
+correction folded into the step size); MaxNorm after every update (`w * clip(n, 0, c) / (1e-7 + n)`); batch norm
+moving averages with momentum 0.99; train metrics averaged over the epoch's batches with dropout active (the
+loss weighted by rows, as Keras' running mean does), test metrics in inference mode at the end of the epoch;
+EarlyStopping's wait/patience/min_delta rule and restore of the best weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, PartitionSpec
+
+from study.engines import masks
+from study.engines.networks import Architecture, Network, network
+
+BN_MOMENTUM = 0.99
+KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), used by MaxNorm
+TRAIN_LOSS, TRAIN_ACCURACY, TEST_LOSS, TEST_ACCURACY = range(4)  # the columns of a history row
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a compiled training loop is specialised for, besides the architecture: the study's training settings,
+    which dropout streams any trial of the batch uses (the others cost nothing), whether any trial has a
+    max-norm, and whether every trial trains on the same data (held once rather than per trial)."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    beta_1: float
+    beta_2: float
+    epsilon: float
+    streams: frozenset[int]
+    max_norm: bool
+    shared_data: bool
+    shuffle: bool = True
+
+
+class TrialState(NamedTuple):
+    """One trial's training state, carried from minibatch to minibatch and epoch to epoch."""
+
+    params: list  # flat: trainable values, then batch-norm moving means and variances
+    m: list  # Adam's first moments of the trainable values
+    v: list  # Adam's second moments
+    step: jnp.ndarray  # optimizer steps taken (Keras' `iterations`)
+    best_params: list  # the weights early stopping would restore
+    best: jnp.ndarray  # the best monitored value so far (accuracy negated, so lower is better)
+    wait: jnp.ndarray  # epochs since the last improvement
+    active: jnp.ndarray  # still training (early stopping has not stopped it)
+    epochs_run: jnp.ndarray
+
+
+class Data(NamedTuple):
+    x_train: jnp.ndarray
+    y_train: jnp.ndarray
+    x_test: jnp.ndarray
+    y_test: jnp.ndarray
+
+
+class TrainResult(NamedTuple):
+    """What training a batch gives: per-epoch history [epochs, T, 4] (columns TRAIN_LOSS ... TEST_ACCURACY, up
+    to the last epoch any trial ran), epochs each trial ran [T], final inference-mode metrics [T, 4], final flat
+    parameters (each [T, ...]), and the seconds it ran."""
+
+    history: np.ndarray
+    epochs_run: np.ndarray
+    final: np.ndarray
+    params: list[np.ndarray]
+    seconds: float  # running time, compiling excluded
+
+
+class Loop:
+    """The training of one trial, for one architecture and settings (see the module docstring)."""
+
+    def __init__(self, arch: Architecture, settings: Settings):
+        self.arch, self.settings = arch, settings
+        self.net: Network = network(arch)
+        self.n_trainable = self.net.n_kernels + self.net.n_biases + 2 * self.net.n_bn
+        self.n_full, self.n_last = divmod(arch.n_train, settings.batch_size)
+        self.multiple_steps = settings.shuffle and arch.n_train > settings.batch_size
+
+    # --- one minibatch -------------------------------------------------------------------------------
+
+    def _dropout(self, seed, epoch, step, hyper, rows: int):
+        """The `dropout(stream, unit shape)` callback of the networks: this trial's masks for one minibatch."""
+
+        def dropout(stream: int, unit_shape: tuple[int, ...]):
+            if stream not in self.settings.streams:
+                return None
+            key = masks.stream_key(seed, epoch, step, stream)
+            keep = masks.keep_mask(key, hyper["thresholds"][stream], (rows, *unit_shape))
+            return keep, masks.inverted_dropout_scale(hyper[self.net.dropout_streams[stream]])
+
+        return dropout
+
+    def _adam(self, values, grads, m, v, step):
+        """Keras 3 Adam, op for op."""
+        s = self.settings
+        t = (step + 1).astype(jnp.float32)
+        alpha = s.learning_rate * jnp.sqrt(1 - s.beta_2**t) / (1 - s.beta_1**t)
+        new_m = [mi + (g - mi) * (1 - s.beta_1) for mi, g in zip(m, grads, strict=True)]
+        new_v = [vi + (jnp.square(g) - vi) * (1 - s.beta_2) for vi, g in zip(v, grads, strict=True)]
+        new = [w - (mi * alpha) / (jnp.sqrt(vi) + s.epsilon) for w, mi, vi in zip(values, new_m, new_v, strict=True)]
+        return new, new_m, new_v
+
+    @staticmethod
+    def _max_norm(kernel, max_norm):
+        """keras.constraints.MaxNorm(c, axis=0) where c > 0; a trial without a constraint keeps its kernel."""
+        norms = jnp.sqrt(jnp.sum(jnp.square(kernel), axis=0, keepdims=True))
+        constrained = kernel * (jnp.clip(norms, 0.0, max_norm) / (KERAS_EPSILON + norms))
+        return jnp.where(max_norm > 0, constrained, kernel)
+
+    def train_step(
+        self, state: TrialState, xb, yb, seed, epoch, step, hyper
+    ) -> tuple[TrialState, jnp.ndarray, jnp.ndarray]:
+        """One minibatch: forward, backward, Adam, max-norm, batch-norm statistics. Returns the new state (the old
+        one if the trial has stopped) and the minibatch's loss and number of correct predictions."""
+        net = self.net
+        dropout = self._dropout(seed, epoch, step, hyper, rows=xb.shape[0])
+        trainable, moving = state.params[: self.n_trainable], state.params[self.n_trainable :]
+
+        def loss_fn(trainable):
+            p = net.params([*trainable, *moving])
+            logits, batch_stats = net.forward(p, xb, training=True, dropout=dropout, hyper=hyper)
+            data_loss, correct = net.data_loss_and_correct(logits, yb)
+            return data_loss + net.penalty(p, hyper["l2"]), (correct, batch_stats)
+
+        (loss, (correct, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+        new, m, v = self._adam(trainable, grads, state.m, state.v, state.step)
+        if self.settings.max_norm:
+            n_constrained = net.n_kernels - 1  # every kernel but the output layer's
+            new[:n_constrained] = [self._max_norm(k, hyper["max_norm"]) for k in new[:n_constrained]]
+        if net.n_bn:
+            p = net.params(state.params)
+            new += [
+                mm * BN_MOMENTUM + mean * (1.0 - BN_MOMENTUM)
+                for mm, (mean, _) in zip(p.moving_means, batch_stats, strict=True)
+            ]
+            new += [
+                mv * BN_MOMENTUM + var * (1.0 - BN_MOMENTUM)
+                for mv, (_, var) in zip(p.moving_vars, batch_stats, strict=True)
+            ]
+        keep = lambda now, before: jax.tree.map(lambda a, b: jnp.where(state.active, a, b), now, before)  # noqa: E731
+        updated = state._replace(params=keep(new, state.params), m=keep(m, state.m), v=keep(v, state.v),
+                                 step=state.step + 1)  # fmt: skip
+        return updated, loss, correct
+
+    # --- one epoch -----------------------------------------------------------------------------------
+
+    def evaluate(self, params: list, x, y, l2) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Inference-mode loss (with the L2 penalty) and accuracy, as `model.evaluate` reports them."""
+        return self.net.evaluate(self.net.params(params), x, y, l2)
+
+    @staticmethod
+    def early_stopping(state: TrialState, epoch, test_loss, test_acc, hyper) -> TrialState:
+        """keras.callbacks.EarlyStopping.on_epoch_end: track the best monitored value, count epochs without
+        improvement, stop after `patience` of them (never after the first epoch)."""
+        watch = hyper["es_on"] & state.active
+        current = jnp.where(hyper["es_maximize"], -test_acc, test_loss)
+        improved = (current + hyper["es_min_delta"]) < state.best
+        take = watch & improved
+        wait = jnp.where(take, 0, jnp.where(watch, state.wait + 1, state.wait))
+        stop = watch & ~improved & (wait >= hyper["es_patience"]) & (epoch > 0)
+        return state._replace(
+            best=jnp.where(take, current, state.best),
+            best_params=jax.tree.map(lambda now, old: jnp.where(take, now, old), state.params, state.best_params),
+            wait=wait,
+            active=state.active & ~stop,
+        )
+
+    def run_epoch(self, state: TrialState, data: Data, seed, hyper, epoch) -> tuple[TrialState, jnp.ndarray]:
+        """One epoch of one trial: its shuffled minibatches, then the test evaluation and early stopping.
+        Returns the new state and the epoch's history row (train loss and accuracy, test loss and accuracy)."""
+        size, n_train = self.settings.batch_size, self.arch.n_train
+        if self.multiple_steps:
+            order = masks.permutation(masks.stream_key(seed, epoch, 0, masks.SHUFFLE_LAYER), n_train)
+            x_all, y_all = data.x_train[order], data.y_train[order]
+        else:
+            x_all, y_all = data.x_train, data.y_train
+        was_active = state.active
+
+        def step(i, carry):
+            state, loss_sum, correct_sum = carry
+            xb = jax.lax.dynamic_slice_in_dim(x_all, i * size, size)
+            yb = jax.lax.dynamic_slice_in_dim(y_all, i * size, size)
+            state, loss, correct = self.train_step(state, xb, yb, seed, epoch, i, hyper)
+            return state, loss_sum + loss * float(size), correct_sum + correct
+
+        carry = (state, jnp.float32(0.0), jnp.float32(0.0))
+        if self.n_full:
+            carry = jax.lax.fori_loop(0, self.n_full, step, carry)
+        state, loss_sum, correct_sum = carry
+        if self.n_last:  # the last, partial minibatch
+            start = self.n_full * size
+            state, loss, correct = self.train_step(state, x_all[start:], y_all[start:], seed, epoch, self.n_full, hyper)
+            loss_sum, correct_sum = loss_sum + loss * float(self.n_last), correct_sum + correct
+        test_loss, test_acc = self.evaluate(state.params, data.x_test, data.y_test, hyper["l2"])
+        row = jnp.stack([loss_sum / n_train, correct_sum / n_train, test_loss, test_acc])
+        state = state._replace(epochs_run=jnp.where(was_active, epoch + 1, state.epochs_run))
+        return self.early_stopping(state, epoch, test_loss, test_acc, hyper), row
+
+    # --- the whole training of a batch ---------------------------------------------------------------
+
+    def initial_state(self, params: list) -> TrialState:
+        zeros = [jnp.zeros_like(w) for w in params[: self.n_trainable]]
+        return TrialState(params=list(params), m=zeros, v=list(zeros), step=jnp.int32(0), best_params=list(params),
+                          best=jnp.float32(np.inf), wait=jnp.int32(0), active=jnp.bool_(True),
+                          epochs_run=jnp.int32(0))  # fmt: skip
+
+    def train_batch(self, params: list, data: Data, seeds, hyper):
+        """Train a batch of trials (leading axis T on every argument; on `data` only without shared data)."""
+        data_axis = None if self.settings.shared_data else 0
+        epoch_fn = jax.vmap(self.run_epoch, in_axes=(0, Data(*[data_axis] * 4), 0, 0, None))
+        state = jax.vmap(self.initial_state)(params)
+        n_trials = seeds.shape[0]
+        history = jnp.zeros((self.settings.epochs, n_trials, 4), jnp.float32)
+
+        def not_done(carry):
+            state, _, epoch = carry
+            return (epoch < self.settings.epochs) & jnp.any(state.active)
+
+        def one_epoch(carry):
+            state, history, epoch = carry
+            state, rows = epoch_fn(state, data, seeds, hyper, epoch)
+            return state, history.at[epoch].set(rows), epoch + 1
+
+        state, history, _ = jax.lax.while_loop(not_done, one_epoch, (state, history, jnp.int32(0)))
+        restore = hyper["es_on"] & hyper["es_restore"]
+        final_params = jax.tree.map(
+            lambda best, now: jnp.where(restore.reshape((-1,) + (1,) * (now.ndim - 1)), best, now),
+            state.best_params, state.params,
+        )  # fmt: skip
+        evaluate = jax.vmap(self.evaluate, in_axes=(0, data_axis, data_axis, 0))
+        train_loss, train_acc = evaluate(final_params, data.x_train, data.y_train, hyper["l2"])
+        test_loss, test_acc = evaluate(final_params, data.x_test, data.y_test, hyper["l2"])
+        final = jnp.stack([train_loss, train_acc, test_loss, test_acc], axis=1)
+        return history, state.epochs_run, final, final_params
+
+
+def compile_training(arch: Architecture, settings: Settings, devices: list):
+    """`train(params, data, seeds, hyper)` for batches of this architecture and settings, compiled by XLA on first
+    call per batch size; with several devices each trains its share of the batch (the batch size must be a
+    multiple of their number)."""
+    loop = Loop(arch, settings)
+    if len(devices) == 1:
+        return jax.jit(loop.train_batch)
+    mesh = jax.make_mesh((len(devices),), ("trials",), axis_types=(AxisType.Auto,), devices=devices)
+    trials = PartitionSpec("trials")
+    data_spec = PartitionSpec() if settings.shared_data else trials
+    sharded = jax.shard_map(
+        loop.train_batch,
+        mesh=mesh,
+        in_specs=(trials, Data(*[data_spec] * 4), trials, trials),
+        out_specs=(PartitionSpec(None, "trials"), trials, trials, trials),
+        check_vma=False,
+    )
+    return jax.jit(sharded)
