@@ -10,9 +10,10 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from study.engines import ENGINES
-from study.errors import StudyError
+from study.errors import StudyError, shown
 from study.space import SearchSpace, load_space
 
 EXIT_BAD_INPUT = 2
@@ -27,7 +28,7 @@ def _whole_number(low: int = 1, high: int = 10**9):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"{shown(text)} is not a whole number") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high:,}, got {value}")
         return value
@@ -42,14 +43,21 @@ def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a number") from None
     if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {shown(text)}")
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its refusals in the one-line form of every other error (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m study",
         description="Grid studies of dropout and related regularisers over many seeds.",
     )
@@ -184,21 +192,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
+    """Everything a run would refuse is checked first, so a dry run answers as the run would."""
     space = load_space(args.space_file)
-    from study.engines import get_engine  # engines import TensorFlow: only once the file is valid
+    role = _role(args)
+    results = Path(args.results_dir)
+    _check_results_folder(results, space)
+    if role == "worker":
+        from study.distributed import oracle_address
+
+        address = oracle_address(args.oracle)
+    if role == "chief":
+        _chief_port(args)
+    from study.engines import get_engine  # engines import TensorFlow or JAX: only once the input is valid
 
     engine = get_engine(args.engine, args.trials_per_batch)
     if args.dry_run:
-        print(describe(space, args.space_file, engine, Path(args.results_dir)))
+        print(describe(space, args.space_file, engine, results))
         return 0
-    _check_writable(Path(args.results_dir))
-    role = _role(args)
+    _check_writable(results)
     if role == "chief":
         summary = _chief(args, space, engine)
     elif role == "worker":
-        from study.distributed import oracle_address, run_worker
+        from study.distributed import run_worker
 
-        summary = run_worker(space, engine, args.results_dir, oracle_address(args.oracle), args.patience)
+        summary = run_worker(space, engine, args.results_dir, address, args.patience)
     else:
         from study.search import run_search
 
@@ -232,10 +249,23 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_results_folder(results: Path, space: SearchSpace) -> None:
+    """Refuse, without writing anything, a results folder the run could not use: a file in its place, or a study
+    folder whose manifest is unreadable or belongs to another search space."""
+    from study.store import MANIFEST, ResultsStore, study_folder
+
+    if results.exists() and not results.is_dir():
+        raise StudyError(f"--results-dir {results} is a file, not a folder; pass a folder (it is created if missing)")
+    folder = study_folder(results, space)
+    if folder.exists() and not folder.is_dir():
+        raise StudyError(f"{folder} is a file where the study keeps its folder: move it away or pass another "
+                         "--results-dir")  # fmt: skip
+    if (folder / MANIFEST).exists() or (folder / MANIFEST).is_symlink():
+        ResultsStore(folder).check(space)
+
+
 def _check_writable(folder: Path) -> None:
     """Refuse a results folder that cannot be written before anything trains (not after the first batch)."""
-    if folder.exists() and not folder.is_dir():
-        raise StudyError(f"--results-dir {folder} is a file, not a folder; pass a folder (it is created if missing)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not os.access(folder, os.W_OK | os.X_OK):
@@ -256,15 +286,23 @@ def _role(args: argparse.Namespace) -> str:
     return role
 
 
+def _chief_port(args: argparse.Namespace) -> int:
+    from study.distributed import DEFAULT_PORT, port_number
+
+    if args.port:
+        return args.port
+    return port_number(os.environ.get("KERASTUNER_ORACLE_PORT", str(DEFAULT_PORT)), "KERASTUNER_ORACLE_PORT")
+
+
 def _chief(args: argparse.Namespace, space: SearchSpace, engine):
-    from study.distributed import DEFAULT_PORT, ChiefSettings, run_chief
+    from study.distributed import ChiefSettings, run_chief
 
     worker_args = [args.space_file, "--engine", args.engine, "--results-dir", args.results_dir]
     if args.trials_per_batch:
         worker_args += ["--trials-per-batch", str(args.trials_per_batch)]
     settings = ChiefSettings(
         bind=args.bind or os.environ.get("KERASTUNER_ORACLE_IP") or "127.0.0.1",
-        port=args.port or int(os.environ.get("KERASTUNER_ORACLE_PORT", DEFAULT_PORT)),
+        port=_chief_port(args),
         lease_s=args.lease,
         local_workers=args.local_workers,
         worker_args=tuple(worker_args),
@@ -295,18 +333,18 @@ def describe(space: SearchSpace, space_file: str, engine, results_root: Path) ->
     swept = space.swept_axes()
     lines.append("axes:")
     for axis, values in space.axis_values().items():
-        shown = ", ".join(
+        listed = ", ".join(
             "none" if v is None else "-".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in values
         )
         tag = f"{len(values)} value(s)" if axis in swept else "fixed"
-        lines.append(f"  {axis:<15} {tag:<11} {shown}")
-    n_configs = len(space.configurations())
+        lines.append(f"  {axis:<15} {tag:<11} {listed}")
+    n_configs = space.n_configurations
     lines.append(f"seeds: {len(space.seeds)} ({_short_list(space.seeds)})")
     lines.append(f"trials: {n_configs} configuration(s) x {len(space.seeds)} seed(s) = {space.n_trials}")
     folder = study_folder(results_root, space)
     done = 0
     if (folder / "manifest.json").exists():
-        done = len(ResultsStore(folder).completed_keys() & {tr.key for tr in space.trials()})
+        done = len(ResultsStore(folder).completed_keys())  # the folder holds this study only (its fingerprint)
     lines.append(f"already done in {folder}: {done}")
     seconds, basis = engine.estimate_seconds(space, space.n_trials - done)
     lines.append(f"estimated run time on engine {engine.name!r}: {_duration(seconds)} ({basis})")

@@ -11,6 +11,7 @@ import inspect
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -90,6 +91,8 @@ SIZE_LIMITS = {
     "n_clusters_per_class": 100,
 }
 MAX_VALUES = 50_000_000  # rows x features of a dataset (200 MB as float32)
+MAX_GENERATOR_WORK = 2e9  # make_classification's arithmetic: a few seconds
+FLOAT32_LIMIT = 1e30  # features train in float32 (largest 3.4e38), with room for their products
 MAX_LIST_LENGTH = 10_000  # a list-valued parameter (weights, shift, scale)
 
 
@@ -131,15 +134,34 @@ def check_params(params: dict[str, Any]) -> None:
         if limit is None:
             continue
         counts = value if isinstance(value, list) else [value]
-        total = sum(v for v in counts if isinstance(v, int) and not isinstance(v, bool))
+        if any(isinstance(v, bool) for v in counts):
+            raise DataError(f"params.{key}", value, "must be a whole number, not true or false")
+        total = sum(v for v in counts if isinstance(v, int))
         if total > limit:
             raise DataError(f"params.{key}", value, f"must be at most {limit:,} for a study on this tool")
-    rows, features = params.get("n_samples"), params.get("n_features", 1)
-    rows = sum(rows) if isinstance(rows, list) and all(isinstance(r, int) for r in rows) else rows
-    if isinstance(rows, int) and isinstance(features, int) and rows * features > MAX_VALUES:
+    sizes = {key: _count(params.get(key)) for key in SIZE_LIMITS}
+    rows, features = sizes["n_samples"], sizes["n_features"] or 1
+    if rows and rows * features > MAX_VALUES:
         raise DataError(
             "params", NO_VALUE, f"{rows:,} rows x {features:,} features; at most {MAX_VALUES:,} values in all"
         )
+    informative = sizes["n_informative"] or 0
+    clusters = (sizes["n_classes"] or 1) * (sizes["n_clusters_per_class"] or 1)
+    work = (rows or 0) * informative * (informative + (sizes["n_redundant"] or 0)) + clusters * informative**2
+    if work > MAX_GENERATOR_WORK:
+        raise DataError(
+            "params", NO_VALUE, "make_classification would need about "
+            f"{work:.1e} operations (n_samples x n_informative x (n_informative + n_redundant) + clusters x "
+            f"n_informative^2); at most {MAX_GENERATOR_WORK:.0e}: use fewer rows, informative features or clusters",
+        )  # fmt: skip
+
+
+def _count(value: Any) -> int | None:
+    """A size parameter as a number (a list of counts summed), or None when it is not a whole number."""
+    counts = value if isinstance(value, list) else [value]
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
+        return sum(counts)
+    return None
 
 
 def _is_scalar(value: Any) -> bool:
@@ -153,18 +175,24 @@ def make_dataset(name: str, params: dict[str, Any]) -> tuple[np.ndarray, np.ndar
     info = DATASETS[name]
     params = {**info.defaults, **params}
     check_params(params)
-    # YAML has no tuples; the generators take a (outer, inner) tuple for n_samples.
-    call = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    # YAML has no tuples; circles and moons take an (outer, inner) tuple for n_samples.
+    call = {k: tuple(v) if k == "n_samples" and isinstance(v, list) else v for k, v in params.items()}
     try:
-        x, y = info.make(**call)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # overflow warnings: the result is checked below
+            x, y = info.make(**call)
+            x = np.asarray(x, dtype=np.float64)
+            y = np.asarray(y).astype(np.int64)
     except Exception as exc:  # the generator's own validation, whatever it raises
         raise _generator_error(info, exc) from None
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y).astype(np.int64)
     if x.ndim != 2 or len(x) < 2:
         raise DataError("params", NO_VALUE, f"the generator made {len(x)} row(s); a study needs at least 2")
-    if not np.isfinite(x).all():
-        raise DataError("params", NO_VALUE, "the generated features are not all finite (is the noise too large?)")
+    if not (np.isfinite(x).all() and np.abs(x).max() < FLOAT32_LIMIT):
+        raise DataError(
+            "params",
+            NO_VALUE,
+            "the generated features overflow float32 (is the noise or scale too large?)",
+        )
     if len(np.unique(y)) < 2:
         raise DataError("params", NO_VALUE, "the generated labels have one class; a classifier needs at least 2")
     return x, y

@@ -28,7 +28,7 @@ from keras_tuner.src.engine import trial as trial_module
 from tqdm import tqdm
 
 from study.engines.base import Engine
-from study.errors import StudyError
+from study.errors import StudyError, shown
 from study.oracle import FINGERPRINT_HP, RUNNING, STOPPED, GridOracle, trial_from_values
 from study.search import SearchSummary, run_batch
 from study.space import SearchSpace
@@ -41,12 +41,20 @@ CALL_TIMEOUT_S = 10.0
 IDLE_POLL_S = 1.0
 
 
+def port_number(text: str, source: str) -> int:
+    """A TCP port (1-65535) given as text by `source` (an option or an environment variable)."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise StudyError(f"{source} {shown(text)} is not a port number: use a whole number from 1 to 65535")
+    return int(text)
+
+
 def oracle_address(given: str | None) -> str:
     """HOST:PORT of the chief, from --oracle or keras-tuner's KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT."""
     if given:
         host, _, port = given.rpartition(":")
         if not host or not port.isdigit():
-            raise StudyError(f"--oracle {given!r} is not HOST:PORT (e.g. 10.0.0.5:{DEFAULT_PORT})")
+            raise StudyError(f"--oracle {shown(given)} is not HOST:PORT (e.g. 10.0.0.5:{DEFAULT_PORT})")
+        port_number(port, "--oracle's port")
         return given
     ip, port = os.environ.get("KERASTUNER_ORACLE_IP"), os.environ.get("KERASTUNER_ORACLE_PORT")
     if not ip or not port:
@@ -54,7 +62,7 @@ def oracle_address(given: str | None) -> str:
             "a worker needs the chief's address: pass --oracle HOST:PORT or set KERASTUNER_ORACLE_IP and "
             "KERASTUNER_ORACLE_PORT"
         )
-    return f"{ip}:{port}"
+    return f"{ip}:{port_number(port, 'KERASTUNER_ORACLE_PORT')}"
 
 
 def tuner_id() -> str:

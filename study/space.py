@@ -17,7 +17,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -30,7 +29,8 @@ from pydantic import (
 )
 
 from study.datasets import DATASETS, NO_VALUE, DataError, allowed_params, check_params, split_of
-from study.errors import StudyError
+from study.errors import StudyError, shown
+from study.yaml_file import read_yaml
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish", "softplus", "linear")
 
@@ -65,7 +65,6 @@ DEFAULT_ACTIVATION = {"mlp": "relu", "cnn": "relu", "rnn": "tanh"}
 
 # Upper bounds, so that no search space can make the driver allocate or loop without bound: far above any study a
 # CPU (or a cluster) finishes, and each refused with a message that names it. The dataset's own are in datasets.py.
-MAX_FILE_BYTES = 1_000_000
 MAX_SEEDS = 10_000  # a seed count, or the length of a seed list
 MAX_SEED = 2**32 - 1  # seeds are 32-bit: Keras' set_random_seed and the engines' mask hash take no more
 MAX_TRIALS = 1_000_000
@@ -73,6 +72,11 @@ MAX_EPOCHS = 1_000_000
 MAX_WIDTH = 8_192  # units of a hidden layer, filters of a conv block
 MAX_LAYERS = 16
 MAX_PARAMETERS = 50_000_000  # weights of one trial's model (200 MB as float32)
+# Training runs in float32: settings beyond these overflow it or round to a value that means something else.
+MAX_RATE = 0.999
+MAX_BETA = 0.99999
+MAX_FLOAT_SETTING = 100.0  # learning rate, L2 strength, min_delta; max-norm up to 1e6
+MIN_MAX_NORM = 1e-6
 
 # Fields added after results existed; left out of hashes while unset, so existing results keep their keys.
 _ADDED_AXES = ("conv_dropout", "pool_dropout", "spatial_dropout", "lstm_dropout", "recurrent_dropout")
@@ -80,21 +84,29 @@ _ADDED_MODEL_FIELDS = ("filters",)
 
 
 def _rate(value: float) -> float:
-    if not 0.0 <= value < 1.0:
-        raise ValueError("a rate must be in [0, 1): it is the fraction of units zeroed, as in Keras' Dropout(rate)")
-    return value
+    if not 0.0 <= value <= MAX_RATE:
+        raise ValueError(
+            f"a rate must be in [0, {MAX_RATE}]: it is the fraction of units zeroed, as in Keras' Dropout(rate) "
+            "(closer to 1, float32 cannot hold the 1/(1-rate) scaling)"
+        )
+    return _positive_zero(value)
+
+
+def _positive_zero(value: float) -> float:
+    """-0.0 as 0.0 (the same setting); an int stays an int, so existing studies keep their fingerprints."""
+    return value + 0.0 if isinstance(value, float) else value
 
 
 def _max_norm(value: float | None) -> float | None:
-    if value is not None and not value > 0:
-        raise ValueError("a max-norm must be positive (or null for no constraint)")
+    if value is not None and not MIN_MAX_NORM <= value <= 1e6:
+        raise ValueError(f"a max-norm must be from {MIN_MAX_NORM:g} to 1e6 (or null for no constraint)")
     return value
 
 
 def _l2(value: float) -> float:
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError("an L2 strength must be a finite number >= 0")
-    return value
+    if not 0 <= value <= MAX_FLOAT_SETTING:
+        raise ValueError(f"an L2 strength must be from 0 to {MAX_FLOAT_SETTING:g}")
+    return _positive_zero(value)
 
 
 Rate = Annotated[float, AfterValidator(_rate)]
@@ -205,6 +217,8 @@ class ModelSpec(_Strict):
     def _fits_family(self) -> ModelSpec:
         if self.filters is not None and self.family != "cnn":
             raise ValueError(f"filters applies to model family cnn only (this model is {self.family})")
+        if self.family == "cnn" and not self.filters:
+            raise ValueError("a cnn needs model.filters: one entry per Conv2D block, e.g. [16, 32]")
         if self.family == "rnn" and len(self.hidden_units) != 1:
             raise ValueError("an rnn has one LSTM layer: hidden_units must hold one width, e.g. [32]")
         return self
@@ -239,10 +253,10 @@ class OptimizerSpec(_Strict):
     """Adam with the Keras 3 defaults."""
 
     name: Literal["adam"] = "adam"
-    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
-    beta_1: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    beta_2: Annotated[float, Field(ge=0, lt=1)] = 0.999
-    epsilon: Annotated[float, Field(gt=0)] = 1e-7
+    learning_rate: Annotated[float, Field(gt=0, le=MAX_FLOAT_SETTING)] = 1e-3
+    beta_1: Annotated[float, Field(ge=0, le=MAX_BETA)] = 0.9
+    beta_2: Annotated[float, Field(ge=0, le=MAX_BETA)] = 0.999
+    epsilon: Annotated[float, Field(gt=0, le=1)] = 1e-7
 
 
 class EarlyStoppingSpec(_Strict):
@@ -251,7 +265,7 @@ class EarlyStoppingSpec(_Strict):
     enabled: bool = True
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     patience: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 100
-    min_delta: Annotated[float, Field(ge=0)] = 0.0
+    min_delta: Annotated[float, Field(ge=0, le=MAX_FLOAT_SETTING)] = 0.0
     restore_best_weights: bool = True
 
 
@@ -289,7 +303,7 @@ class AxesSpec(_Strict):
         for value in values:
             key = f"{type(value).__name__}:{json.dumps(value)}"
             if key in seen:
-                raise ValueError(f"duplicate value {_shown(value)}: each value may appear once")
+                raise ValueError(f"duplicate value {shown(value)}: each value may appear once")
             seen.add(key)
         return values
 
@@ -320,7 +334,7 @@ class SearchSpace(_Strict):
             raise ValueError(f"{len(seeds):,} seeds listed; at most {MAX_SEEDS:,} per study")
         bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED]
         if bad:
-            raise ValueError(f"seeds must be integers from 0 to {MAX_SEED} (32-bit); {_shown(bad[0])} is not")
+            raise ValueError(f"seeds must be integers from 0 to {MAX_SEED} (32-bit); {shown(bad[0])} is not")
         seen: set[int] = set()
         for seed in seeds:
             if seed in seen:
@@ -352,6 +366,20 @@ class SearchSpace(_Strict):
                 f"model.filters: {len(self.model.filters)} conv blocks pool the {image[0]}x{image[1]} image below one "
                 f"pixel (each MaxPooling2D(2) halves it); use at most {most} entries"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _settings_are_distinct(self) -> SearchSpace:
+        """Two values of an axis that mean the same setting (4 and [4] for a one-layer model, 0 and 0.0) would
+        make two configurations with one key, and a study that never finishes."""
+        for axis, values in self.swept_axes().items():
+            for i, value in enumerate(values):
+                if value in values[:i]:
+                    first = getattr(self.axes, axis)[values.index(value)]
+                    raise ValueError(
+                        f"axes.{axis}: {shown(first)} and {shown(getattr(self.axes, axis)[i])} are the same "
+                        "setting for this model; each setting may appear once"
+                    )
         return self
 
     @model_validator(mode="after")
@@ -495,12 +523,6 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(_canonical_json(obj).encode()).hexdigest()
 
 
-def _shown(value: Any, limit: int = 60) -> str:
-    """A value's repr for a message, cut short: a message is one line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _suggest(word: str, options: Any) -> str:
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -522,45 +544,10 @@ _SECTION_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space file; raise StudyError listing every problem, one per line."""
-    path = Path(path)
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise StudyError(f"{path} is {path.stat().st_size:,} bytes; a search space is at most {MAX_FILE_BYTES:,}")
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StudyError(f"cannot read search space {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise StudyError(f"{path} is not UTF-8 text (byte {exc.start}): a search space is a YAML text file") from None
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise StudyError(f"{path} is not valid YAML{where}: {problem}") from None
-    except RecursionError:
-        raise StudyError(f"{path} nests too deeply to be a search space") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise StudyError(f"{path} must be a YAML mapping with keys name, dataset, training, axes, seeds")
     return parse_space(raw, source=str(path))
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str | int | float | bool) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
-                )
-            if isinstance(key, str | int | float | bool):
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def parse_space(raw: dict[str, Any], source: str = "search space") -> SearchSpace:
@@ -588,8 +575,8 @@ def _data_problems(space: SearchSpace) -> list[str]:
         check_params(spec.params)  # as written: JSON would turn an infinite value into null
         data = split_of(spec.model_dump(mode="json"), spec.split.split_seed)
     except DataError as exc:
-        shown = "" if exc.value is NO_VALUE else f" = {_shown(exc.value)}"
-        return [f"dataset.{exc.field}{shown}: {exc.rule}"]
+        value = "" if exc.value is NO_VALUE else f" = {shown(exc.value)}"
+        return [f"dataset.{exc.field}{value}: {exc.rule}"]
     outputs = 1 if data.n_classes == 2 else data.n_classes
     largest = max(
         space.model.parameter_count(widths, data.n_features, outputs, data.image_shape)
@@ -603,8 +590,13 @@ def _data_problems(space: SearchSpace) -> list[str]:
     return []
 
 
+MAX_PROBLEMS_PER_FIELD = 3
+
+
 def _messages(exc: ValidationError) -> list[str]:
+    """One line per problem, at most MAX_PROBLEMS_PER_FIELD per field (a list of 1000 bad rates is one mistake)."""
     messages: list[str] = []
+    per_field: dict[str, int] = {}
     for err in exc.errors():
         loc = tuple(err["loc"])
         # pydantic reports each failed branch of a union; the branch tag is noise to a user.
@@ -614,7 +606,7 @@ def _messages(exc: ValidationError) -> list[str]:
             parent, key = loc[:-1], str(loc[-1])
             allowed = list(_SECTION_MODELS.get(tuple(str(p) for p in parent), SearchSpace).model_fields)
             where = f" in {_format_loc(parent)}" if parent else ""
-            msg = f"unknown key {key!r}{where}{_suggest(key, allowed)}; allowed: {', '.join(allowed)}"
+            msg = f"unknown key {shown(key)}{where}{_suggest(key[:100], allowed)}; allowed: {', '.join(allowed)}"
         elif err["type"] == "missing":
             msg = f"{field}: required but missing"
         elif not loc:  # a rule across fields: its text names them
@@ -622,10 +614,17 @@ def _messages(exc: ValidationError) -> list[str]:
         else:
             text = re.sub(r" or instance of \w+$", "", err["msg"].removeprefix("Value error, "))
             value = err.get("input")
-            shown = f" = {_shown(value)}" if not isinstance(value, dict | list) else ""
-            msg = f"{field}{shown}: {text}"
-        if msg not in messages:
+            equals = f" = {shown(value)}" if not isinstance(value, dict | list) else ""
+            msg = f"{field}{equals}: {text}"
+        if msg in messages:
+            continue
+        list_field = _format_loc(tuple(p for p in loc if not isinstance(p, int)))
+        per_field[list_field] = per_field.get(list_field, 0) + 1
+        if per_field[list_field] <= MAX_PROBLEMS_PER_FIELD:
             messages.append(msg)
+    for field, count in per_field.items():
+        if count > MAX_PROBLEMS_PER_FIELD:
+            messages.append(f"{field}: {count - MAX_PROBLEMS_PER_FIELD} more problem(s) like these")
     return messages
 
 

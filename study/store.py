@@ -25,11 +25,16 @@ from typing import Any
 
 import pandas as pd
 
-from study.errors import StudyError
+from study.errors import StudyError, shown
 from study.schema import COMPLETED, CURVE_COLUMNS, TRIAL_COLUMNS, TrialResult, machine, versions
 from study.space import SearchSpace
 
 MANIFEST = "manifest.json"
+# Columns that hold numbers: a value that is not one means the file was damaged.
+NUMERIC_COLUMNS = frozenset({
+    "seed", "n_train", "n_test", "n_features", "n_classes", "epochs", "epochs_run", "batch_size", "learning_rate",
+    "train_accuracy", "train_loss", "test_accuracy", "test_loss", "best_test_accuracy", "best_epoch", "wall_time_s",
+})  # fmt: skip
 TRIALS = "trials.csv"
 
 
@@ -69,8 +74,17 @@ class ResultsStore:
         """Open the folder for a run of `space`: create it, or check it holds the same study. The manifest records
         every run's engine and its version, so a study resumed on another engine says so."""
         manifest = self.check(space) if (self.folder / MANIFEST).exists() else None
-        self.batches.mkdir(parents=True, exist_ok=True)
-        self.curves_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.folder, self.batches, self.curves_dir):
+            if folder.exists() and not folder.is_dir():
+                raise StudyError(f"{folder} is a file where the study keeps a folder: move it away, or pass another "
+                                 "--results-dir")  # fmt: skip
+        try:
+            self.batches.mkdir(parents=True, exist_ok=True)
+            self.curves_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudyError(
+                f"cannot create {self.folder}: {exc.strerror or exc}; pass another --results-dir"
+            ) from None
         if manifest is None:
             manifest = {
                 "study": space.name,
@@ -137,6 +151,9 @@ class ResultsStore:
 
     def manifest(self) -> dict[str, Any]:
         path = self.folder / MANIFEST
+        fix = f"restore it, or delete {self.folder} and run the study again"
+        if not self.folder.is_dir():
+            raise StudyError(f"{self.folder} is not a study's results folder (not a folder): name one under results/")
         try:
             manifest = json.loads(path.read_text())
         except FileNotFoundError:
@@ -144,11 +161,15 @@ class ResultsStore:
                 f"{self.folder} is not a study's results folder (no {MANIFEST}): run `make search` first"
             ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise StudyError(
-                f"{path} is corrupt ({exc}): restore it, or delete {self.folder} and run the study again"
-            ) from None
+            raise StudyError(f"{path} is corrupt ({exc}): {fix}") from None
+        except OSError as exc:
+            raise StudyError(f"cannot read {path} ({exc.strerror or exc}): {fix}") from None
         if not isinstance(manifest, dict):
-            raise StudyError(f"{path} is corrupt (not a JSON object): restore it, or delete {self.folder}")
+            raise StudyError(f"{path} is corrupt (not a JSON object): {fix}")
+        expected = {"study": str, "fingerprint": str, "runs": list}
+        wrong = [key for key, kind in expected.items() if not isinstance(manifest.get(key), kind)]
+        if wrong:
+            raise StudyError(f"{path} is corrupt (no valid {wrong[0]!r}): {fix}")
         return manifest
 
     def trials(self, include_failed: bool = True) -> pd.DataFrame:
@@ -216,6 +237,14 @@ class ResultsStore:
         missing = [c for c in ("trial_key", "status", "seed") if c not in frame.columns]
         if missing:
             raise StudyError(f"{path} is corrupt (no column {missing[0]!r}): {fix}")
+        for column in NUMERIC_COLUMNS.intersection(frame.columns):
+            values = pd.to_numeric(frame[column], errors="coerce")
+            bad = frame[column].notna() & values.isna()
+            if bad.any():
+                raise StudyError(
+                    f"{path} is corrupt (column {column!r} holds {shown(frame[column][bad].iloc[0])}): {fix}"
+                )
+            frame[column] = values
         return frame.reindex(columns=list(TRIAL_COLUMNS))
 
     def _write_trials_csv(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -140,3 +141,10 @@ def test_an_unreachable_chief_is_a_clear_error_after_retrying(tmp_path) -> None:
 def test_bad_distributed_options_are_clear_errors(tmp_path, args, message) -> None:
     code, log = finish(study(write_space(tmp_path), tmp_path / "r", *args))
     assert code == 2 and message in log and "Traceback" not in log
+
+
+def test_a_bad_port_in_keras_tuners_environment_variable_is_a_clear_error(tmp_path) -> None:
+    proc = study(write_space(tmp_path), tmp_path / "r", "--chief", "--dry-run",
+                 env={**os.environ, "KERASTUNER_ORACLE_PORT": "abc"})  # fmt: skip
+    code, log = finish(proc)
+    assert code == 2 and "KERASTUNER_ORACLE_PORT 'abc' is not a port number" in log and "Traceback" not in log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import zlib
 
@@ -172,3 +173,26 @@ def test_an_axis_option_the_study_does_not_vary_is_a_clear_error(tmp_path, optio
     assert proc.returncode == 2
     assert f"{option} 'batch_norm' is not an axis this study varies; choose one of: dropout_rate, l2" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["figures-is-a-file", "manifest-without-study", "text-in-a-metric", "a-file"])
+def test_a_damaged_study_is_refused_before_the_report_writes_anything(tmp_path, damage: str) -> None:
+    folder = make_study(tmp_path, tiny_space_dict())
+    target = folder
+    if damage == "figures-is-a-file":
+        (folder / "figures").write_text("")
+    elif damage == "manifest-without-study":
+        manifest = json.loads((folder / "manifest.json").read_text())
+        del manifest["study"]
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    elif damage == "text-in-a-metric":
+        batch = next((folder / "batches").glob("*.csv"))
+        frame = pd.read_csv(batch)
+        frame["test_accuracy"] = frame["test_accuracy"].astype(object)
+        frame.loc[0, "test_accuracy"] = "abc"
+        frame.to_csv(batch, index=False)
+    else:
+        target = folder / "manifest.json"
+    proc = subprocess.run([PYTHON, "-m", "study", "report", str(target)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert not (folder / "summary.csv").exists() and not (folder / "report.md").exists()

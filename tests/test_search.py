@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -174,3 +175,51 @@ def test_bad_options_are_refused_before_anything_trains(args, message, write_spa
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not list(tmp_path.glob("**/manifest.json")), "nothing is written for bad input"
+
+
+def _exit_status(argv: list[str]) -> int:
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:  # argparse
+        return exc.code
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["study-folder-is-a-file", "batches-is-a-file", "manifest-is-a-folder", "manifest-without-runs", "manifest-empty"],
+)
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+def test_a_damaged_results_folder_is_refused_the_same_way_by_a_dry_run_and_a_run(
+    damage: str, dry_run: bool, write_space, tmp_path, capsys
+) -> None:
+    path = write_space(tiny_space_dict())
+    results = tmp_path / "results"
+    folder = results / "tiny"
+    assert cli.main(["search", str(path), "--results-dir", str(results), "--quiet", "--max-trials", "1"]) == 0
+    manifest = folder / "manifest.json"
+    if damage == "study-folder-is-a-file":
+        shutil.rmtree(folder)
+        folder.write_text("")
+    elif damage == "batches-is-a-file":
+        shutil.rmtree(folder / "batches")
+        (folder / "batches").write_text("")
+    elif damage == "manifest-is-a-folder":
+        manifest.unlink()
+        manifest.mkdir()
+    else:
+        manifest.write_text("{}" if damage == "manifest-empty" else '{"study": "tiny", "fingerprint": "x"}')
+    capsys.readouterr()
+    code = _exit_status(["search", str(path), "--results-dir", str(results), "--quiet", *(["--dry-run"] * dry_run)])
+    err = capsys.readouterr().err
+    if damage == "batches-is-a-file" and dry_run:
+        assert code == 0  # nothing a dry run reads; the run refuses it
+        return
+    assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_argparse_refusals_are_one_error_line_with_exit_status_2(write_space, capsys) -> None:
+    path = write_space(tiny_space_dict())
+    for argv in (["search", str(path), "--trials-per-batch", "9" * 5000], ["search"], ["serch", str(path)]):
+        assert _exit_status(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.splitlines()) == 1 and len(err) < 400, err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -51,10 +52,10 @@ def _problems(**overrides) -> str:
     [
         ({"axes": {"dropout_rte": [0.1]}}, "unknown key 'dropout_rte' in axes (did you mean 'dropout_rate'?)"),
         ({"trainig": {"epochs": 3}}, "unknown key 'trainig' (did you mean 'training'?)"),
-        ({"axes": {"dropout_rate": [0.0, 1.0]}}, "axes.dropout_rate[1] = 1.0: a rate must be in [0, 1)"),
-        ({"axes": {"input_dropout": [-0.1]}}, "axes.input_dropout[0] = -0.1: a rate must be in [0, 1)"),
-        ({"axes": {"max_norm": [None, 0]}}, "axes.max_norm[1] = 0: a max-norm must be positive"),
-        ({"axes": {"l2": [-1e-3]}}, "axes.l2[0] = -0.001: an L2 strength must be a finite number >= 0"),
+        ({"axes": {"dropout_rate": [0.0, 1.0]}}, "axes.dropout_rate[1] = 1.0: a rate must be in [0, 0.999]"),
+        ({"axes": {"input_dropout": [-0.1]}}, "axes.input_dropout[0] = -0.1: a rate must be in [0, 0.999]"),
+        ({"axes": {"max_norm": [None, 0]}}, "axes.max_norm[1] = 0: a max-norm must be from 1e-06 to 1e6"),
+        ({"axes": {"l2": [-1e-3]}}, "axes.l2[0] = -0.001: an L2 strength must be from 0 to 100"),
         ({"axes": {"l2": []}}, "axes.l2: an axis needs at least one value"),
         ({"axes": {"dropout_rate": [0.1, 0.2, 0.1]}}, "duplicate value 0.1"),
         ({"dataset": {"name": "circels"}}, "dataset.name = 'circels': unknown dataset (did you mean 'circles'?)"),
@@ -94,7 +95,7 @@ def test_cli_reports_bad_space_without_traceback_and_exits_non_zero(write_space)
         [PYTHON, "-m", "study", "search", str(path), "--dry-run"], capture_output=True, text=True, cwd=ROOT
     )
     assert proc.returncode == 2
-    assert "a rate must be in [0, 1)" in proc.stderr
+    assert "a rate must be in [0, 0.999]" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -137,7 +138,7 @@ DIGITS = {"name": "digits"}
         ({"model": {"family": "mlp", "filters": [8]}}, "filters applies to model family cnn only"),
         (
             {"dataset": DIGITS, "model": {"family": "cnn", "hidden_units": [8]}, "axes": {"conv_dropout": [1.0]}},
-            "axes.conv_dropout[0] = 1.0: a rate must be in [0, 1)",
+            "axes.conv_dropout[0] = 1.0: a rate must be in [0, 0.999]",
         ),
     ],
 )
@@ -203,7 +204,31 @@ def test_trial_keys_are_stable_and_distinguish_seed_and_configuration(tiny_space
         ({"dataset": {"name": "circles", "params": {"n_samples": [5, 5, 5]}}}, "make_circles refused them"),
         ({"dataset": {"name": "classification", "params": {"n_features": 3}}}, "make_classification refused them"),
         ({"dataset": {"name": "classification", "params": {"n_classes": 1}}}, "labels have one class"),
-        ({"dataset": {"name": "moons", "params": {"noise": 1e308}}}, "features are not all finite"),
+        ({"dataset": {"name": "moons", "params": {"noise": 1e308}}}, "features overflow float32"),
+        ({"dataset": {"name": "classification", "params": {"scale": 1e300}}}, "features overflow float32"),
+        ({"dataset": {"name": "circles", "params": {"n_samples": True}}}, "n_samples = True: must be a whole number"),
+        (
+            {
+                "dataset": {
+                    "name": "classification",
+                    "params": {
+                        "n_classes": 1000,
+                        "n_clusters_per_class": 100,
+                        "n_informative": 2000,
+                        "n_features": 2000,
+                    },
+                }
+            },
+            "make_classification would need about",
+        ),
+        ({"model": {"family": "cnn", "filters": None}, "dataset": {"name": "digits"}}, "a cnn needs model.filters"),
+        ({"model": {"hidden_units": [4]}, "axes": {"hidden_units": [4, [4]]}}, "4 and [4] are the same setting"),
+        ({"axes": {"dropout_rate": [-0.0, 0.0]}}, "duplicate value 0.0"),
+        ({"axes": {"dropout_rate": [0.99999999]}}, "a rate must be in [0, 0.999]"),
+        ({"training": {"epochs": 3, "optimizer": {"beta_1": 0.99999999999}}}, "beta_1 = 0.99999999999: Input should"),
+        ({"training": {"epochs": 3, "optimizer": {"learning_rate": 1e300}}}, "learning_rate = 1e+300: Input should"),
+        ({"axes": {"l2": [1e300]}}, "an L2 strength must be from 0 to 100"),
+        ({"axes": {"max_norm": [1e-320]}}, "a max-norm must be from 1e-06 to 1e6"),
         ({"dataset": {"name": "classification", "params": {"weights": [[0.5], 0.5]}}}, "weights = [[0.5], 0.5]: must"),
         ({"seeds": 1_000_000_000}, "seeds = 1000000000: at most 10,000 seeds"),
         ({"seeds": [2**32]}, "seeds must be integers from 0 to 4294967295 (32-bit); 4294967296 is not"),
@@ -245,8 +270,31 @@ def test_every_field_is_checked_before_anything_runs(overrides: dict, expected: 
         (b"\xff\xfe".decode("latin-1"), "is not UTF-8 text"),
         ("name: !!python/object:os.system ls\n", "could not determine a constructor"),
         ("- a\n- b\n", "must be a YAML mapping"),
+        ("name: x\nseeds: !!int abc\n", "at line 2, column 8: cannot read 'abc' as a int"),
+        ("name: x\ndescription: 2024-13-45\n", "at line 2, column 14: cannot read '2024-13-45' as a timestamp"),
+        ("name: x\nseeds: 0x" + "f" * 40 + "\n", "integer too large"),
+        ("name: x\n1: 2\n", "key 1 is not a name"),
+        ("name: x\x00\n", "character #x0000 at byte 7"),
+        (
+            "a: &a [1,1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+            "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+            "e: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n",
+            "expands to more than 100,000",
+        ),
     ],
-    ids=["duplicate-key", "deep", "binary", "python-tag", "list"],
+    ids=[
+        "duplicate-key",
+        "deep",
+        "binary",
+        "python-tag",
+        "list",
+        "bad-int-tag",
+        "bad-date",
+        "huge-int",
+        "int-key",
+        "nul",
+        "alias-bomb",
+    ],
 )
 def test_malformed_files_get_one_message(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "space.yaml"
@@ -258,8 +306,41 @@ def test_malformed_files_get_one_message(tmp_path: Path, text: str, expected: st
 def test_an_oversized_file_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
     path = tmp_path / "space.yaml"
     path.write_text("# " + "x" * 2_000_000)
-    with pytest.raises(StudyError, match="a search space is at most 1,000,000"):
+    with pytest.raises(StudyError, match="is larger than 1,000,000 bytes"):
         load_space(path)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("/dev/zero", "not a regular file"), ("", "no search-space file named")],
+    ids=["device", "empty"],
+)
+def test_only_a_regular_file_is_read(path: str, expected: str) -> None:
+    with pytest.raises(StudyError, match=expected):
+        load_space(path)
+
+
+def test_a_pipe_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "space.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(StudyError, match="not a regular file"):
+        load_space(fifo)
+
+
+def test_a_list_of_many_bad_values_is_reported_in_a_few_lines() -> None:
+    message = _problems(axes={"dropout_rate": list(range(2, 1000))})
+    assert "axes.dropout_rate: 995 more problem(s) like these" in message
+    assert len(message.splitlines()) == 5
+
+
+def test_yaml_merge_keys_and_base_60_lookalikes_read_as_yaml_1_2_would(write_space) -> None:
+    text = (
+        "name: merged\ndataset: {name: circles, split: {train_size: 30}}\ntraining: {epochs: 3}\nseeds: 2\n"
+        "model: {<<: {hidden_units: [8], activation: relu}, activation: tanh}\ndescription: 1:30\n"
+    )
+    space = load_space(write_space(text))
+    assert space.model.hidden_units == [8] and space.model.activation == "tanh"  # merged, then overridden
+    assert space.description == "1:30"  # YAML 1.1 would read 90
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,7 @@ def build_report(
     chosen = [_find_config(done, spec, axes) for spec in curves]
 
     out_dir = folder / "figures"
+    _check_outputs(folder, out_dir)
     out_dir.mkdir(exist_ok=True)
     for old in out_dir.glob("*.png"):  # figures of an earlier report that may no longer apply
         old.unlink()
@@ -260,10 +261,24 @@ def _variance_shares(report: Report, done: pd.DataFrame, axes: list[str]) -> sta
 # --- words -------------------------------------------------------------------------------------------
 
 
+def _check_outputs(folder: Path, figures: Path) -> None:
+    """Refuse before writing anything when an output's place is taken by something of the other kind."""
+    if figures.exists() and not figures.is_dir():
+        raise StudyError(f"{figures} is a file where the report puts its figures: move it away and run again")
+    for name in ("summary.csv", "report.md", "report.html"):
+        if (folder / name).is_dir():
+            raise StudyError(f"{folder / name} is a folder where the report writes a file: move it away")
+
+
 def _find_config(done: pd.DataFrame, spec: str, axes: list[str]) -> str:
     """A configuration named by its key or by 'axis=value,...' (regularisers not named are off)."""
     if spec in set(done["config_key"]):
         return spec
+    if "=" not in spec:
+        raise StudyError(
+            f"--curves {spec!r} is neither a config_key of this study (see summary.csv) nor axis=value pairs "
+            f"(axes: {', '.join(axes)})"
+        )
     rows = done
     named = set()
     for part in filter(None, (p.strip() for p in spec.split(","))):
