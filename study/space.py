@@ -175,8 +175,9 @@ class DatasetSpec(_Strict):
         allowed = allowed_params(self.name)
         unknown = [p for p in self.params if p not in allowed]
         if unknown:
+            hint = _suggest(unknown[0][:100], allowed)
             raise ValueError(
-                f"unknown parameter {unknown[0]!r} for dataset {self.name!r}{_suggest(unknown[0], allowed)}; "
+                f"unknown parameter {shown(unknown[0])} for dataset {self.name!r}{hint}; "
                 f"allowed: {', '.join(allowed) or 'none'}"
             )
         return self

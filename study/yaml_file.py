@@ -80,12 +80,20 @@ _Loader.add_implicit_resolver(
 )
 
 
+class _CycleError(Exception):
+    pass
+
+
 def _expanded_size(value: Any, memo: dict[int, int], limit: int) -> int:
-    """How many values `value` holds once every alias is expanded (stops counting past `limit`)."""
+    """How many values `value` holds once every alias is expanded (stops counting past `limit`); raises _CycleError
+    when an alias refers to a mapping or list that contains it."""
     if not isinstance(value, dict | list):
         return 1
     if id(value) in memo:
+        if memo[id(value)] < 0:
+            raise _CycleError
         return memo[id(value)]
+    memo[id(value)] = -1  # being counted
     total = 1
     for child in value.values() if isinstance(value, dict) else value:
         total += _expanded_size(child, memo, limit)
@@ -126,7 +134,11 @@ def read_yaml(path: str | Path) -> Any:
         raise StudyError(f"{path} is not valid YAML{where}: {problem}") from None
     except RecursionError:
         raise StudyError(f"{path} nests too deeply to be a search space") from None
-    if _expanded_size(raw, {}, MAX_EXPANDED_NODES) > MAX_EXPANDED_NODES:
+    try:
+        size = _expanded_size(raw, {}, MAX_EXPANDED_NODES)
+    except _CycleError:
+        raise StudyError(f"{path} has an alias (*name) inside the value it names: it would never end") from None
+    if size > MAX_EXPANDED_NODES:
         raise StudyError(
             f"{path} expands to more than {MAX_EXPANDED_NODES:,} values through its aliases (*name): "
             "a search space needs a few hundred"

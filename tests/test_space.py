@@ -281,6 +281,7 @@ def test_every_field_is_checked_before_anything_runs(overrides: dict, expected: 
             "e: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n",
             "expands to more than 100,000",
         ),
+        ("name: x\nseeds: &s [1, *s]\n", "an alias \\(\\*name\\) inside the value it names"),
     ],
     ids=[
         "duplicate-key",
@@ -294,6 +295,7 @@ def test_every_field_is_checked_before_anything_runs(overrides: dict, expected: 
         "int-key",
         "nul",
         "alias-bomb",
+        "alias-cycle",
     ],
 )
 def test_malformed_files_get_one_message(tmp_path: Path, text: str, expected: str) -> None:
