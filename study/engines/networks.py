@@ -321,22 +321,40 @@ class CNN(Network):
             x = _apply(x, dropout(masks.INPUT_LAYER, (self.arch.n_features,)))
         h, w = self.arch.image_shape
         x = x.reshape(x.shape[0], h, w, 1)
-        for b, (h, w, c, f) in enumerate(self._block_shapes()):
-            kernel = p.kernels[b].reshape(KERNEL_SIZE, KERNEL_SIZE, c, f)
-            x = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-            x = self.act(x + p.biases[b].reshape(1, 1, 1, f))
+        for b, (h, w, _, f) in enumerate(self._block_shapes()):
+            x = self.act(_conv3x3(x, p.kernels[b]) + p.biases[b].reshape(1, 1, 1, f))
             if self.arch.batch_norm:
                 x = self._batch_norm(x, p, b, training, batch_stats)
             stream = _CONV_STREAM + 10 * b
             if drop:
                 x = _apply(x, dropout(stream, (1, 1, f)))  # SpatialDropout2D: whole feature maps
                 x = _apply(x, dropout(stream + 1, (h, w, f)))
-            x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, POOL_SIZE, POOL_SIZE, 1),
-                                      (1, POOL_SIZE, POOL_SIZE, 1), "VALID")  # fmt: skip
+            x = _max_pool(x)
             if drop:
                 x = _apply(x, dropout(stream + 2, (h // POOL_SIZE, w // POOL_SIZE, f)))
         x = x.reshape(x.shape[0], self._flat_size())  # row-major h, w, channels: Keras' Flatten
         return self._dense_head(p, x, self.n_blocks, training, dropout, batch_stats), batch_stats
+
+
+def _conv3x3(x, kernel):
+    """Conv2D(3x3, padding="same") as one matrix product of the image's 3x3 patches with the kernel in its
+    [9c, f] form -- on a CPU, for these small images and a kernel per trial, several times faster than XLA's
+    convolution (a grouped convolution once mapped over trials)."""
+    rows, h, w, c = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    patches = [padded[:, i : i + h, j : j + w, :] for i in range(KERNEL_SIZE) for j in range(KERNEL_SIZE)]
+    columns = jnp.concatenate(patches, axis=-1).reshape(rows * h * w, KERNEL_SIZE * KERNEL_SIZE * c)
+    return (columns @ kernel).reshape(rows, h, w, kernel.shape[-1])
+
+
+def _max_pool(x):
+    """MaxPooling2D(2) (valid padding) as a max over a reshape: XLA differentiates it far faster than a windowed
+    reduction. Where a window's maximum is tied, the gradient is shared among the ties instead of going to the
+    first; the ties are zeros from ReLU or dropout, whose gradient goes no further, so the weights' gradients agree."""
+    rows, h, w, c = x.shape
+    h2, w2 = h // POOL_SIZE, w // POOL_SIZE
+    x = x[:, : h2 * POOL_SIZE, : w2 * POOL_SIZE]
+    return jnp.max(x.reshape(rows, h2, POOL_SIZE, w2, POOL_SIZE, c), axis=(2, 4))
 
 
 class RNN(Network):

@@ -32,6 +32,7 @@ from study.engines.base import Engine, split_for
 from study.engines.batching import BatchSizer
 from study.engines.networks import Architecture, network
 from study.engines.training import Data, Settings, TrainResult, compile_training
+from study.machine import cpu_model
 from study.schema import History, TrialResult, completed_result, failed_result
 from study.space import RATE_AXES, SearchSpace, Trial
 
@@ -165,7 +166,12 @@ class PopulationEngine(Engine):
 
     def __init__(self, trials_per_batch: int | None = None):
         self.version = engine_version()
-        self.sizer = BatchSizer(fixed=trials_per_batch, multiple=len(xla.devices()))
+        self.sizer = BatchSizer(
+            fixed=trials_per_batch,
+            multiple=len(xla.devices()),
+            memory=xla.cache_dir().parent / "batch_sizes.json",
+            machine=f"{cpu_model()} {xla.describe()}",
+        )
 
     def batch_size(self, space: SearchSpace) -> int:
         """Trials handed out at once: enough for every architecture group to fill a few batches."""
