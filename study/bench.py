@@ -94,8 +94,8 @@ def batch_sizes() -> list[int]:
     """The sizes the engine's batch sizer may choose from on this machine."""
     from study.engines import xla
 
-    n = len(xla.devices())
-    return [n * 2**k for k in range(8) if n * 2**k <= 64 * n]
+    n, most = len(xla.devices()), xla.batch_limits().most
+    return [n * 2**k for k in range(20) if 2**k <= most]
 
 
 def batch_table(space: SearchSpace, label: str) -> tuple[int, float]:
@@ -180,20 +180,21 @@ def family_bench(family: str) -> None:
     print(
         f"  population, 1 trial        {single_s:9.3f} s/trial  ({epochs} epochs, measured; compile {compile_s:.1f} s)"
     )
-    mixed = _single_configuration(space, heavy, epochs, seeds=64)  # the heaviest trial, many seeds
+    mixed = _single_configuration(space, heavy, epochs, seeds=batch_sizes()[-1])  # the heaviest trial, many seeds
     size, batch_s = batch_table(mixed, f"{epochs} epochs, measured")
     print(f"  speed-up, 1 trial          {keras_s / single_s:9.1f}x  over plain model.fit")
     print(f"  speed-up, {size} trials      {keras_s / batch_s:9.1f}x  over plain model.fit")
 
 
-def profile(size: int, epochs: int = 400) -> None:
+def profile(size: int, epochs: int = 1000) -> None:
     """Where a population batch's time goes, by ablation on the reference trial, against the arithmetic floor.
 
     Each line is seconds per 4000-epoch trial at `size` trials per batch, best of three runs of `epochs` epochs."""
     import jax
     import jax.numpy as jnp
 
-    from study.engines import population
+    from study.engines.networks import network
+    from study.engines.population import architecture
 
     def per_trial(space: SearchSpace, shrink_test: bool = False) -> float:
         trials = space.trials()[:size]
@@ -211,9 +212,13 @@ def profile(size: int, epochs: int = 400) -> None:
     full = per_trial(space(0.5, 0.2))
     no_dropout = per_trial(space(0.0, 0.0))
     no_eval = per_trial(space(0.5, 0.2), shrink_test=True)
-    (program,) = [p for key, p in population._EXECUTABLES.items() if key[2] == size][-1:]  # the last compiled
-    flops = (program.cost_analysis() or {}).get("flops", float("nan"))
 
+    # The floor: every multiply-add of the matrix products (forward, and twice that backward, on the 30 training
+    # rows; forward on the 70 test rows), 4000 epochs, at the rate this machine multiplies large matrices.
+    trial = _reference().trials()[0]
+    data = split_for(trial)
+    macs = sum(rows * cols for rows, cols, *_ in network(architecture(trial, data)).kernel_specs())
+    flops = 4000 * 2 * macs * (3 * len(data.x_train) + len(data.x_test))
     a = jnp.ones((2048, 2048), jnp.float32)
     product = jax.jit(lambda a: a @ a)
     product(a).block_until_ready()
@@ -222,9 +227,9 @@ def profile(size: int, epochs: int = 400) -> None:
     print(f"  whole trial                          {full:7.3f}")
     print(f"  dropout masks (generate and apply)   {full - no_dropout:7.3f}  (full minus dropout off)")
     print(f"  per-epoch test evaluation + metrics  {full - no_eval:7.3f}  (full minus a one-row test set)")
-    print(f"  arithmetic floor                     {flops / size * 4000 / epochs / rate:7.3f}  "
-          f"({flops / size / epochs * 4000 / 1e9:.2f} GFLOP per trial by XLA's count, at {rate / 1e9:.0f} GFLOP/s, "
-          f"this machine's float32 matrix product)")  # fmt: skip
+    print(f"  arithmetic floor                     {flops / rate:7.3f}  ({flops / 1e9:.2f} GFLOP of matrix products "
+          f"at {rate / 1e9:.0f} GFLOP/s, this machine's float32 rate on a large product)")  # fmt: skip
+    print("  (differences under ~0.01 s are within run-to-run noise)")
 
 
 def study_wall_time(space_file: Path) -> None:
@@ -232,13 +237,17 @@ def study_wall_time(space_file: Path) -> None:
     space = load_space(space_file)
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "DROPOUT_STUDY_CACHE": str(Path(tmp) / "cache")}
-        command = [sys.executable, "-m", "study", "search", str(space_file), "--results-dir", str(Path(tmp) / "r"),
-                   "--quiet"]  # fmt: skip
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        search = [sys.executable, "-m", "study", "search", str(space_file), "--results-dir", str(Path(tmp) / "r"),
+                  "--quiet"]  # fmt: skip
+        # A wrapper process whose only child is the search, so that its children's peak memory is the search's.
+        wrapper = (
+            "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+        )
         start = time.perf_counter()
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-c", wrapper, *search], env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
-        peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 2**20  # KiB -> GiB
+        peak = int(done.stdout.strip().splitlines()[-1]) / 2**20 if done.stdout.strip() else float("nan")  # GiB
     status = "" if done.returncode == 0 else f", exit status {done.returncode}: {done.stderr.strip()[-300:]}"
     print(
         f"study {space.name}: {space.n_trials} trials x {space.training.epochs} epochs in {wall:.1f} s "
@@ -270,7 +279,7 @@ def main(
     compile_s = cold_compile_seconds(single)
     single_s = population_seconds_per_trial(single)
     print(f"  population, 1 trial        {single_s:9.4f} s/trial  (4000 epochs, measured; compile {compile_s:.1f} s)")
-    mixed = _reference(seeds=64, dropout=[round(0.1 * i, 1) for i in range(10)])
+    mixed = _reference(seeds=batch_sizes()[-1] // 10 + 1, dropout=[round(0.1 * i, 1) for i in range(10)])
     size, batch_s = batch_table(mixed, "4000 epochs, dropout 0.0-0.9 mixed, measured")
     peer_s = peer_seconds_per_trial()
     print()

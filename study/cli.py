@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     """Everything a run would refuse is checked first, so a dry run answers as the run would."""
+    _keras_backend_for(args.engine)
     space = load_space(args.space_file)
     role = _role(args)
     results = Path(args.results_dir)
@@ -247,6 +248,13 @@ def _search(args: argparse.Namespace) -> int:
     if summary.remaining:
         print(f"{summary.remaining} trial(s) left: run the same command again to continue")
     return 0
+
+
+def _keras_backend_for(engine: str) -> None:
+    """keras-tuner (the Oracle) imports Keras, and Keras imports its backend. Only the keras engine needs TensorFlow;
+    for the others Keras loads on JAX, which the population engine imports anyway: seconds less at every start."""
+    if engine != "keras" and "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "jax"
 
 
 def _check_results_folder(results: Path, space: SearchSpace) -> None:

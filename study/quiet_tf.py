@@ -31,4 +31,7 @@ def _import_quietly() -> None:
             os.close(saved)
 
 
-_import_quietly()
+# keras-tuner imports Keras, which imports its backend: TensorFlow unless KERAS_BACKEND names another (on a machine
+# with JAX but no TensorFlow, KERAS_BACKEND=jax runs the search driver and the population engine).
+if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+    _import_quietly()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from study.engines.batching import START_PER_DEVICE, BatchSizer
+from study.engines.batching import CPU, BatchSizer
 from study.engines.networks import Architecture
 
 ARCH = Architecture("mlp", 2, (500,), 1, False, "relu", 30, 70)
@@ -33,7 +33,7 @@ def test_a_gain_within_the_noise_does_not_count() -> None:
 
 def test_sizes_are_multiples_of_the_device_count_and_within_the_memory_cap() -> None:
     sizer = BatchSizer(multiple=3)
-    assert sizer.next_size(ARCH, remaining=1000, cap=CAP) == START_PER_DEVICE * 3
+    assert sizer.next_size(ARCH, remaining=1000, cap=CAP) == CPU.start * 3
     assert sizer.next_size(ARCH, remaining=1000, cap=7) == 6
 
 

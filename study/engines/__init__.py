@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from study.engines.base import Engine
 from study.errors import StudyError
 
@@ -14,6 +16,12 @@ def get_engine(name: str, trials_per_batch: int | None = None) -> Engine:
     `trials_per_batch` overrides the population engine's automatic choice (ignored by `keras`).
     """
     if name == "keras":
+        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+        if backend != "tensorflow":
+            raise StudyError(
+                f"the keras engine is plain TensorFlow Keras, the reference; KERAS_BACKEND={backend!r} would swap its "
+                "backend: unset KERAS_BACKEND"
+            )
         from study.engines.keras_engine import KerasEngine
 
         return KerasEngine()

@@ -16,9 +16,18 @@ from pathlib import Path
 
 from study.engines.networks import Architecture, Network
 
-MEMORY_BUDGET_BYTES = 1 << 30  # a batch's arrays; the process stays well under 4 GiB
-START_PER_DEVICE = 8
-MAX_PER_DEVICE = 256
+
+@dataclass(frozen=True)
+class Device:
+    """Where the search starts and how far it may go, per device: a CPU core wants a few trials whose activations
+    fit its cache; a GPU wants thousands to fill it, within a share of its memory."""
+
+    start: int = 8
+    most: int = 256
+    memory_bytes: int = 1 << 30  # a batch's arrays, all devices together: the process stays well under 4 GiB
+
+
+CPU = Device()
 GAIN = 0.95  # a larger size must cut the time per trial by 5% to count as better (run-to-run noise is ~2%)
 
 
@@ -41,10 +50,18 @@ class _Search:
 
 
 class BatchSizer:
-    def __init__(self, fixed: int | None = None, multiple: int = 1, memory: Path | None = None, machine: str = ""):
+    def __init__(
+        self,
+        fixed: int | None = None,
+        multiple: int = 1,
+        memory: Path | None = None,
+        machine: str = "",
+        device: Device = CPU,
+    ):
         """`fixed`: always this many (--trials-per-batch); `multiple`: sizes are multiples of it (the device
-        count); `memory`: a JSON file remembering the best size per architecture and `machine` between runs."""
-        self.fixed, self.multiple, self.memory, self.machine = fixed, multiple, memory, machine
+        count); `memory`: a JSON file remembering the best size per architecture and `machine` between runs;
+        `device`: the kind of device's starting size, largest size and memory budget."""
+        self.fixed, self.multiple, self.memory, self.machine, self.device = fixed, multiple, memory, machine, device
         self.searches: dict[str, _Search] = {}
 
     # --- sizes ---------------------------------------------------------------------------------------
@@ -52,7 +69,7 @@ class BatchSizer:
     def memory_cap(self, net: Network, n_train: int, n_test: int, batch_rows: int) -> int:
         """The most trials whose parameters, optimizer slots and live activations fit the memory budget."""
         per_trial = 4 * (6 * net.parameter_count() + max(batch_rows, n_train, n_test) * net.activation_units())
-        return max(self.multiple, min(MAX_PER_DEVICE * self.multiple, MEMORY_BUDGET_BYTES // per_trial))
+        return max(self.multiple, min(self.device.most * self.multiple, self.device.memory_bytes // per_trial))
 
     def largest(self, cap: int) -> int:
         """The largest batch this sizer may ask for."""
@@ -78,7 +95,7 @@ class BatchSizer:
         search = self._search(arch)
         largest = self._round_down(cap)
         if not search.measured:
-            size = min(self._remembered(arch) or START_PER_DEVICE * self.multiple, largest)
+            size = min(self._remembered(arch) or self.device.start * self.multiple, largest)
         elif search.settled:
             size = min(search.best, largest)
         else:

@@ -171,6 +171,7 @@ class PopulationEngine(Engine):
             multiple=len(xla.devices()),
             memory=xla.cache_dir().parent / "batch_sizes.json",
             machine=f"{cpu_model()} {xla.describe()}",
+            device=xla.batch_limits(),
         )
 
     def batch_size(self, space: SearchSpace) -> int:

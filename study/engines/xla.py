@@ -12,6 +12,8 @@ from pathlib import Path
 
 import jax
 
+from study.engines.batching import CPU, Device
+
 
 def usable_cores() -> int:
     """The cores this process may run on (a container or `taskset` can allow fewer than the machine has)."""
@@ -41,6 +43,16 @@ _configure()
 def devices() -> list:
     """The devices a batch is split over: the GPUs JAX found, else every CPU core."""
     return jax.devices()
+
+
+def batch_limits() -> Device:
+    """Batch sizes for this machine's devices: the CPU defaults, or on a GPU thousands of trials within a quarter of
+    its memory."""
+    first = devices()[0]
+    if first.platform == "cpu":
+        return CPU
+    stats = first.memory_stats() or {}
+    return Device(start=256, most=8192, memory_bytes=int(stats.get("bytes_limit", 16 << 30)) // 4)
 
 
 def describe() -> str:
