@@ -238,10 +238,10 @@ class PopulationEngine(Engine):
         return seconds, f"{basis}, scaled by epochs x rows x model size"
 
 
-# Seconds per epoch and data row of one trial in a full batch, the model size they were measured at, and where
-# from (2-core machine, `make bench`); compiling adds a few seconds per architecture.
+# Seconds per epoch and data row of one trial in a chosen batch, the model size they were measured at, and where from
+# (a 2-core AMD EPYC, `make search`/`make bench`, 2026-11-26); compiling adds a few seconds per architecture.
 SECONDS_PER_EPOCH_AND_ROW = {
-    "mlp": (0.35 / (4000 * 100), 6002, "~0.35 s per 4000-epoch reference trial (2-500-1 MLP) in batches of 64"),
-    "cnn": (360.0 / 432 / (50 * 1797), 3136, "cnn.yaml: 432 trials of 50 epochs in 360 s"),
-    "rnn": (253.0 / 216 / (40 * 1797), 3328, "rnn.yaml: 216 trials of 40 epochs in 253 s"),
+    "mlp": (0.08 / (4000 * 100), 6002, "~0.08 s per 4000-epoch reference trial (2-500-1 MLP), 2-core CPU"),
+    "cnn": (262.0 / 432 / (50 * 1797), 9984, "cnn.yaml: 432 trials of 50 epochs in 262 s, 2-core CPU"),
+    "rnn": (97.0 / 216 / (40 * 1797), 4352, "rnn.yaml: 216 trials of 40 epochs in 97 s, 2-core CPU"),
 }
