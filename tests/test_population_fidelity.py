@@ -140,6 +140,35 @@ def test_a_trials_result_does_not_depend_on_its_batch() -> None:
     np.testing.assert_allclose(together.final[target], alone.final[0], rtol=1e-6, atol=1e-7)
 
 
+def test_a_trials_result_does_not_depend_on_the_number_of_devices() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from study.engines import networks, training, xla
+
+    if len(xla.devices()) < 2:
+        pytest.skip("one device on this machine: nothing to split over")
+    space = parse_space(
+        tiny_space_dict(dataset=MOONS, axes={"dropout_rate": [0.0, 0.5], "batch_norm": [True]}, seeds=2,
+                        training={"epochs": 10}, model={"hidden_units": [16]})
+    )  # fmt: skip
+    trials = space.trials()
+    splits = [split_for(t) for t in trials]
+    arch = population.architecture(trials[0], splits[0])
+    net = networks.network(arch)
+    settings = population._settings(trials, splits, net.dropout_streams, shuffle=True)
+    args = (
+        [jnp.asarray(p) for p in net.initial([t.seed for t in trials])],
+        population._data(splits, settings.shared_data),
+        jnp.asarray(np.array([t.seed for t in trials], np.uint32)),
+        jax.tree.map(jnp.asarray, population.hyperparameters(trials, net.dropout_streams)),
+    )
+    one = training.compile_training(arch, settings, xla.devices()[:1])(*args)
+    two = training.compile_training(arch, settings, xla.devices()[:2])(*args)
+    for name, a, b in zip(("history", "epochs run", "final"), one[:3], two[:3], strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-7, err_msg=name)
+
+
 # --- dropout on, CNN and RNN: the distribution of a sample's training-mode loss over dropout masks -------------
 
 DRAWS = 4000
