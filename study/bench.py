@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 
 from study import machine
+from study.axes import RATE_AXES
 from study.engines import get_engine
 from study.engines.base import split_for
 from study.schema import versions
-from study.space import RATE_AXES, SearchSpace, Trial, load_space, parse_space
+from study.space import SearchSpace, Trial, load_space, parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ROOT / "search_spaces"

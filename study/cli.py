@@ -328,9 +328,15 @@ def describe(space: SearchSpace, space_file: str, engine, results_root: Path) ->
     if space.description:
         lines.append(f"  {space.description}")
     split = space.dataset.split
+    validation = (
+        f", validation_size={split.validation_size} (early stopping and selection on it)"
+        if split.validation_size
+        else ", no validation rows (early stopping and selection use the test rows)"
+    )
     lines.append(
         f"dataset: {space.dataset.name} {space.dataset.params or ''} train_size={split.train_size or 'default'}"
-        f"{' (redrawn per seed)' if split.per_seed else ''}"
+        f"{' (split redrawn per seed)' if split.per_seed else ''}{validation}"
+        f"{'; data redrawn per seed (random_state = seed)' if space.dataset.redraw_data else ''}"
     )
     t, es = space.training, space.training.early_stopping
     stopping = f", early stopping on {es.monitor} (patience {es.patience})" if es else ""
@@ -339,13 +345,15 @@ def describe(space: SearchSpace, space_file: str, engine, results_root: Path) ->
         f"{t.epochs} epochs, batch {t.batch_size}, adam lr {t.optimizer.learning_rate}{stopping}"
     )
     swept = space.swept_axes()
+    if space.nuisance:
+        lines.append(f"nuisance (tuned per setting of the others): {', '.join(space.nuisance)}")
     lines.append("axes:")
     for axis, values in space.axis_values().items():
         listed = ", ".join(
             "none" if v is None else "-".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in values
         )
         tag = f"{len(values)} value(s)" if axis in swept else "fixed"
-        lines.append(f"  {axis:<15} {tag:<11} {listed}")
+        lines.append(f"  {axis:<17} {tag:<11} {listed}")
     n_configs = space.n_configurations
     lines.append(f"seeds: {len(space.seeds)} ({_short_list(space.seeds)})")
     lines.append(f"trials: {n_configs} configuration(s) x {len(space.seeds)} seed(s) = {space.n_trials}")

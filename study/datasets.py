@@ -230,9 +230,26 @@ def train_rows(train_size: int | float | None, n_rows: int, default: int | float
     return n_train
 
 
+def validation_rows(validation_size: int | float | None, n_train: int) -> int:
+    """How many of the training rows are held out for validation: an int is a count, a float a fraction."""
+    if validation_size is None:
+        return 0
+    n_val = round(validation_size * n_train) if isinstance(validation_size, float) else int(validation_size)
+    if not 1 <= n_val < n_train:
+        raise DataError(
+            "split.validation_size",
+            validation_size,
+            f"must leave at least one training and one validation row out of the {n_train} training rows; "
+            f"use fewer than {n_train} rows or a fraction such as 0.2",
+        )
+    return n_val
+
+
 @dataclass(frozen=True)
 class Split:
-    """A train/test split, ready for any engine: float32 features, integer labels."""
+    """Train, validation and test rows, ready for any engine: float32 features, integer labels.
+
+    Without validation rows (`has_validation` false) early stopping and selection can only use the test rows."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -240,10 +257,27 @@ class Split:
     y_test: np.ndarray
     n_classes: int
     image_shape: tuple[int, int] | None = None
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:
         return int(self.x_train.shape[1])
+
+    @property
+    def has_validation(self) -> bool:
+        return self.x_val is not None
+
+    @property
+    def shape(self) -> dict[str, int]:
+        """The row counts and sizes trials.csv records."""
+        return {
+            "n_train": len(self.x_train),
+            "n_validation": len(self.x_val) if self.has_validation else 0,
+            "n_test": len(self.x_test),
+            "n_features": self.n_features,
+            "n_classes": self.n_classes,
+        }
 
 
 def load_split(
@@ -253,30 +287,36 @@ def load_split(
     shuffle: bool,
     split_seed: int,
     standardize: bool,
+    validation_size: int | float | None = None,
 ) -> Split:
     """Make the dataset and split it.
 
-    Without `shuffle` the split is by position (the first rows train), as in the reference experiment.
-    With `standardize`, features are scaled by the training rows' mean and standard deviation.
+    Without `shuffle` the split is by position (the first rows train), as in the reference experiment; the
+    validation rows are the last `validation_size` of the training rows (after shuffling, when shuffled).
+    With `standardize`, features are scaled by the remaining training rows' mean and standard deviation.
     """
     info = DATASETS[name]
     x, y = make_dataset(name, params)
     n = len(x)
     n_train = train_rows(train_size, n, info.train_size)
+    n_val = validation_rows(validation_size, n_train)
     order = np.random.default_rng(split_seed).permutation(n) if shuffle else np.arange(n)
-    train, test = order[:n_train], order[n_train:]
-    x_train, x_test = x[train], x[test]
+    train, val, test = order[: n_train - n_val], order[n_train - n_val : n_train], order[n_train:]
+    parts = [x[train], x[val], x[test]]
     if standardize:
-        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+        mean, std = parts[0].mean(axis=0), parts[0].std(axis=0)
         std[std == 0] = 1.0
-        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+        parts = [(p - mean) / std for p in parts]
+    x_train, x_val, x_test = (p.astype(np.float32) for p in parts)
     return Split(
-        x_train.astype(np.float32),
+        x_train,
         y[train],
-        x_test.astype(np.float32),
+        x_test,
         y[test],
         n_classes=int(y.max()) + 1,
         image_shape=info.image_shape,
+        x_val=x_val if n_val else None,
+        y_val=y[val] if n_val else None,
     )
 
 
@@ -296,4 +336,5 @@ def _cached_split(spec_json: str, split_seed: int) -> Split:
         shuffle=split["shuffle"] or split["per_seed"],
         split_seed=split_seed,
         standardize=spec["standardize"],
+        validation_size=split.get("validation_size"),
     )

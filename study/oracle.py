@@ -21,7 +21,8 @@ from typing import Any
 
 import keras_tuner as kt
 
-from study.space import AXES, SearchSpace, Trial
+from study.axes import AXES
+from study.space import SearchSpace, Trial
 
 # keras-tuner's Choice holds one type of plain value; these encode the axis values that are not.
 _NO_MAX_NORM = 0.0  # a max-norm must be positive, so 0 unambiguously means "no constraint"

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.space import AXES, SearchSpace, Trial
+from study.axes import AXES, AXIS, TRAINING_AXES
+from study.space import SearchSpace, Trial
 
 COMPLETED, FAILED = "completed", "failed"
 
@@ -25,11 +26,12 @@ TRIAL_COLUMNS = (
     "config_key",
     "study",
     "status",
-    *AXES,
+    *(axis for axis in AXES if axis not in TRAINING_AXES),  # those have their own columns below
     "seed",
     "dataset",
     "dataset_params",
     "n_train",
+    "n_validation",
     "n_test",
     "n_features",
     "n_classes",
@@ -40,10 +42,13 @@ TRIAL_COLUMNS = (
     "learning_rate",
     "train_accuracy",
     "train_loss",
+    "validation_accuracy",
+    "validation_loss",
     "test_accuracy",
     "test_loss",
     "best_test_accuracy",
     "best_epoch",
+    "still_improving",
     "wall_time_s",
     "engine",
     "engine_version",
@@ -56,9 +61,21 @@ TRIAL_COLUMNS = (
     "error",
 )
 
-# curves/*.parquet, long format: one row per (trial, epoch). Epochs count from 1, as Keras prints them.
-CURVE_COLUMNS = ("trial_key", "epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
+# curves/*.parquet, long format: one row per (trial, epoch). Epochs count from 1, as Keras prints them. The
+# validation columns are blank without a validation split (and in curves written before there was one).
+CURVE_COLUMNS = (
+    "trial_key",
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "validation_loss",
+    "validation_accuracy",
+)
 CURVE_METRICS = CURVE_COLUMNS[2:]
+# A trial is flagged `still_improving` when its best monitored loss came in the last tenth of a full run.
+STILL_IMPROVING_TAIL = 0.1
 
 
 def versions() -> dict[str, str]:
@@ -110,12 +127,23 @@ def model_description(space: SearchSpace, config: dict[str, Any], n_features: in
 
 @dataclass
 class History:
-    """Per-epoch metrics of one trial, as `model.fit`'s history reports them (train under dropout)."""
+    """Per-epoch metrics of one trial, as `model.fit`'s history reports them (train under dropout); the
+    validation metrics are None without a validation split."""
 
     train_loss: np.ndarray
     train_accuracy: np.ndarray
     test_loss: np.ndarray
     test_accuracy: np.ndarray
+    validation_loss: np.ndarray | None = None
+    validation_accuracy: np.ndarray | None = None
+
+    @property
+    def selection(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (loss, accuracy) curves that early stopping and model selection may look at: validation when
+        there is a validation split, else test (the tutorial's protocol, optimistic)."""
+        if self.validation_accuracy is not None:
+            return np.asarray(self.validation_loss), np.asarray(self.validation_accuracy)
+        return np.asarray(self.test_loss), np.asarray(self.test_accuracy)
 
 
 @dataclass
@@ -144,17 +172,17 @@ def _base_row(trial: Trial, engine: str, engine_version: str = "") -> dict[str, 
         seed=trial.seed,
         dataset=space.dataset.name,
         dataset_params=json.dumps(space.dataset.params, sort_keys=True),
-        epochs=space.training.epochs,
-        batch_size=space.training.batch_size,
-        learning_rate=space.training.optimizer.learning_rate,
+        epochs=trial.epochs,
+        batch_size=trial.batch_size,
+        learning_rate=trial.learning_rate,
         engine=engine,
         engine_version=engine_version,
         finished_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
         **versions(),
     )
     for axis in space.applicable_axes:  # axes of other model families stay blank
-        value = trial.config[axis]
-        row[axis] = "-".join(str(w) for w in value) if axis == "hidden_units" else value
+        if axis not in TRAINING_AXES:
+            row[axis] = AXIS[axis].stored(trial.config[axis])
     return row
 
 
@@ -167,28 +195,41 @@ def completed_result(
     wall_time_s: float,
     engine_version: str = "",
 ) -> TrialResult:
-    """Build a completed trial's row and curves; `final` holds inference-mode train/test accuracy and loss;
-    `engine_version` what computed it (e.g. 'jax 0.10.2 (cpu x2)')."""
+    """Build a completed trial's row and curves; `final` holds inference-mode train, test (and validation) accuracy
+    and loss; `data_shape` the split's `shape`; `engine_version` what computed it (e.g. 'jax 0.10.2 (cpu x2)').
+
+    `best_test_accuracy` is the highest test accuracy of any epoch: a diagnostic chosen on the test curve, never
+    a result. `best_epoch` is the epoch of the best selection accuracy (validation, or test without a validation
+    split); `still_improving` says the monitored loss was at its best in the last tenth of a run that used
+    every epoch -- more epochs (or a higher learning rate) might have helped."""
     row = _base_row(trial, engine, engine_version)
     test_acc = np.asarray(history.test_accuracy, dtype=np.float64)
     epochs_run = len(test_acc)
-    best = int(np.argmax(test_acc)) if epochs_run else 0
+    selection_loss, selection_acc = history.selection
+    best = int(np.argmax(selection_acc)) if epochs_run else 0
+    lowest = int(np.nanargmin(selection_loss)) + 1 if epochs_run and np.isfinite(selection_loss).any() else 0
+    full_run = epochs_run == trial.epochs
     row.update(
         status=COMPLETED,
         model=model_description(trial.space, trial.config, data_shape["n_features"], data_shape["n_classes"]),
         epochs_run=epochs_run,
-        best_test_accuracy=float(test_acc[best]) if epochs_run else float("nan"),
+        best_test_accuracy=float(test_acc.max()) if epochs_run else float("nan"),
         best_epoch=best + 1,
+        still_improving=bool(full_run and lowest > epochs_run * (1 - STILL_IMPROVING_TAIL)),
         wall_time_s=round(wall_time_s, 4),
         error="",
         **data_shape,
         **{k: float(v) for k, v in final.items()},
     )
+    blank = np.full(epochs_run, np.nan, dtype=np.float32)
     curves = pd.DataFrame(
         {
             "trial_key": trial.key,
             "epoch": np.arange(1, epochs_run + 1, dtype=np.int32),
-            **{m: np.asarray(getattr(history, m), dtype=np.float32) for m in CURVE_METRICS},
+            **{
+                m: blank if getattr(history, m) is None else np.asarray(getattr(history, m), dtype=np.float32)
+                for m in CURVE_METRICS
+            },
         }
     )
     return TrialResult(row, curves)

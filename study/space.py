@@ -18,113 +18,61 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from study.axes import (
+    ADDED_AXES,
+    AXES,
+    AXIS,
+    FAMILIES,
+    FAMILY_AXES,
+    MAX_EPOCHS,
+    MAX_FLOAT_SETTING,
+    MAX_LAYERS,
+    MAX_WIDTH,
+    REGISTRY,
+    TRAINING_AXES,
+    BatchSize,
+    Epochs,
+    LearningRate,
+)
 from study.datasets import DATASETS, NO_VALUE, DataError, allowed_params, check_params, split_of
 from study.errors import StudyError, shown
 from study.yaml_file import read_yaml
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish", "softplus", "linear")
-
-# The grid axes, in the order they are enumerated and stored.
-AXES = (
-    "dropout_rate",
-    "input_dropout",
-    "conv_dropout",
-    "pool_dropout",
-    "spatial_dropout",
-    "lstm_dropout",
-    "recurrent_dropout",
-    "max_norm",
-    "l2",
-    "batch_norm",
-    "hidden_units",
-    "early_stopping",
-)
-RATE_AXES = AXES[:7]
-
-# Model families and the axes that apply to each (an axis that does not apply stays off and is not stored).
-FAMILIES = ("mlp", "cnn", "rnn")
-_SHARED = ("dropout_rate", "input_dropout", "max_norm", "l2", "hidden_units", "early_stopping")
-FAMILY_AXES = {
-    "mlp": (*_SHARED, "batch_norm"),
-    "cnn": (*_SHARED, "batch_norm", "conv_dropout", "pool_dropout", "spatial_dropout"),
-    "rnn": (*_SHARED, "lstm_dropout", "recurrent_dropout"),
-}
-FAMILY_AXES = {family: tuple(a for a in AXES if a in axes) for family, axes in FAMILY_AXES.items()}
 DEFAULT_FILTERS = [16, 32]
 DEFAULT_ACTIVATION = {"mlp": "relu", "cnn": "relu", "rnn": "tanh"}
 
 # Upper bounds, so that no search space can make the driver allocate or loop without bound: far above any study a
-# CPU (or a cluster) finishes, and each refused with a message that names it. The dataset's own are in datasets.py.
+# CPU (or a cluster) finishes, and each refused with a message that names it. The dataset's own are in datasets.py,
+# the axes' in axes.py.
 MAX_SEEDS = 10_000  # a seed count, or the length of a seed list
 MAX_SEED = 2**32 - 1  # seeds are 32-bit: Keras' set_random_seed and the engines' mask hash take no more
 MAX_TRIALS = 1_000_000
-MAX_EPOCHS = 1_000_000
-MAX_WIDTH = 8_192  # units of a hidden layer, filters of a conv block
-MAX_LAYERS = 16
 MAX_PARAMETERS = 50_000_000  # weights of one trial's model (200 MB as float32)
 # Training runs in float32: settings beyond these overflow it or round to a value that means something else.
-MAX_RATE = 0.999
 MAX_BETA = 0.99999
-MAX_FLOAT_SETTING = 100.0  # learning rate, L2 strength, min_delta; max-norm up to 1e6
-MIN_MAX_NORM = 1e-6
 
-# Fields added after results existed; left out of hashes while unset, so existing results keep their keys.
-_ADDED_AXES = ("conv_dropout", "pool_dropout", "spatial_dropout", "lstm_dropout", "recurrent_dropout")
-_ADDED_MODEL_FIELDS = ("filters",)
+# Fields added after results existed, as (path, value when unset): left out of hashes while unset, so existing
+# results keep their keys.
+_ADDED_FIELDS = (
+    *((("axes", axis), None) for axis in ADDED_AXES),
+    (("model", "filters"), None),
+    (("dataset", "split", "validation_size"), None),
+    (("dataset", "redraw_data"), False),
+    (("nuisance",), []),
+)
 
-
-def _rate(value: float) -> float:
-    if not 0.0 <= value <= MAX_RATE:
-        raise ValueError(
-            f"a rate must be in [0, {MAX_RATE}]: it is the fraction of units zeroed, as in Keras' Dropout(rate) "
-            "(closer to 1, float32 cannot hold the 1/(1-rate) scaling)"
-        )
-    return _positive_zero(value)
-
-
-def _positive_zero(value: float) -> float:
-    """-0.0 as 0.0 (the same setting); an int stays an int, so existing studies keep their fingerprints."""
-    return value + 0.0 if isinstance(value, float) else value
-
-
-def _max_norm(value: float | None) -> float | None:
-    if value is not None and not MIN_MAX_NORM <= value <= 1e6:
-        raise ValueError(f"a max-norm must be from {MIN_MAX_NORM:g} to 1e6 (or null for no constraint)")
-    return value
-
-
-def _l2(value: float) -> float:
-    if not 0 <= value <= MAX_FLOAT_SETTING:
-        raise ValueError(f"an L2 strength must be from 0 to {MAX_FLOAT_SETTING:g}")
-    return _positive_zero(value)
-
-
-Rate = Annotated[float, AfterValidator(_rate)]
-MaxNorm = Annotated[float | None, AfterValidator(_max_norm)]
-L2 = Annotated[float, AfterValidator(_l2)]
 Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
-
-
-def _widths(value: Any) -> Any:
-    """A layer-width list; a single integer means one value for every hidden layer."""
-    if isinstance(value, bool) or not isinstance(value, int | list):
-        raise ValueError("must be a positive integer or a list of positive integers, e.g. 500 or [128, 64]")
-    widths = value if isinstance(value, list) else [value]
-    if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in widths):
-        raise ValueError("must be a positive integer or a non-empty list of positive integers, e.g. [128, 64]")
-    if len(widths) > MAX_LAYERS or max(widths) > MAX_WIDTH:
-        raise ValueError(f"at most {MAX_LAYERS} layers of at most {MAX_WIDTH} units each")
-    return value
 
 
 def _train_size(value: Any) -> Any:
@@ -149,12 +97,15 @@ class _Strict(BaseModel):
 
 
 class SplitSpec(_Strict):
-    """How rows are split into train and test. The default is the reference: by position, no shuffling."""
+    """How rows are split into train, validation and test. The default is the reference: train and test by
+    position, no shuffling, no validation rows (early stopping then watches the test set, as the tutorial does)."""
 
     train_size: Annotated[int | float | None, BeforeValidator(_train_size)] = None
     shuffle: bool = False
     split_seed: Annotated[int, Field(ge=0)] = 0
     per_seed: bool = False  # redraw the split with each trial's seed (measures data-split variance too)
+    # Rows (or a fraction of the training rows) held out of training for early stopping and model selection.
+    validation_size: Annotated[int | float | None, BeforeValidator(_train_size)] = None
 
 
 class DatasetSpec(_Strict):
@@ -162,6 +113,7 @@ class DatasetSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     split: SplitSpec = SplitSpec()
     standardize: bool = False
+    redraw_data: bool = False  # the generator's random_state is each trial's seed: a new draw of the data per seed
 
     @field_validator("name")
     @classmethod
@@ -169,6 +121,18 @@ class DatasetSpec(_Strict):
         if name not in DATASETS:
             raise ValueError(f"unknown dataset{_suggest(name, DATASETS)}; known: {', '.join(DATASETS)}")
         return name
+
+    @model_validator(mode="after")
+    def _redraw_needs_a_generator(self) -> DatasetSpec:
+        if self.redraw_data and "random_state" not in allowed_params(self.name):
+            drawn = [n for n in DATASETS if "random_state" in allowed_params(n)]
+            raise ValueError(
+                f"dataset.redraw_data: {self.name} is a fixed dataset, not drawn from a generator; redraw_data "
+                f"applies to {', '.join(drawn)}"
+            )
+        if self.redraw_data and "random_state" in self.params:
+            raise ValueError("dataset.redraw_data replaces params.random_state with each seed: remove one of them")
+        return self
 
     @model_validator(mode="after")
     def _known_params(self) -> DatasetSpec:
@@ -254,7 +218,7 @@ class OptimizerSpec(_Strict):
     """Adam with the Keras 3 defaults."""
 
     name: Literal["adam"] = "adam"
-    learning_rate: Annotated[float, Field(gt=0, le=MAX_FLOAT_SETTING)] = 1e-3
+    learning_rate: LearningRate = 1e-3
     beta_1: Annotated[float, Field(ge=0, le=MAX_BETA)] = 0.9
     beta_2: Annotated[float, Field(ge=0, le=MAX_BETA)] = 0.999
     epsilon: Annotated[float, Field(gt=0, le=1)] = 1e-7
@@ -271,27 +235,16 @@ class EarlyStoppingSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    epochs: Annotated[int, Field(gt=0, le=MAX_EPOCHS)]
-    batch_size: Annotated[int, Field(gt=0, le=MAX_EPOCHS)] = 32
+    epochs: Epochs
+    batch_size: BatchSize = 32
     optimizer: OptimizerSpec = OptimizerSpec()
     early_stopping: EarlyStoppingSpec | None = None
 
 
-class AxesSpec(_Strict):
-    """The grid: each axis is a non-empty list of distinct values; an axis left out stays at its 'off' value."""
+class _AxesBase(_Strict):
+    """The grid: each axis is a non-empty list of distinct values; an axis left out stays at its default value.
 
-    dropout_rate: list[Rate] | None = None
-    input_dropout: list[Rate] | None = None
-    conv_dropout: list[Rate] | None = None
-    pool_dropout: list[Rate] | None = None
-    spatial_dropout: list[Rate] | None = None
-    lstm_dropout: list[Rate] | None = None
-    recurrent_dropout: list[Rate] | None = None
-    max_norm: list[MaxNorm] | None = None
-    l2: list[L2] | None = None
-    batch_norm: list[bool] | None = None
-    hidden_units: list[Annotated[Any, AfterValidator(_widths)]] | None = None
-    early_stopping: list[bool] | None = None
+    One optional field per axis of the registry (`study.axes`), made by `create_model` below."""
 
     @field_validator("*")
     @classmethod
@@ -309,6 +262,11 @@ class AxesSpec(_Strict):
         return values
 
 
+AxesSpec = create_model(
+    "AxesSpec", __base__=_AxesBase, **{axis.name: (list[axis.value_type] | None, None) for axis in REGISTRY}
+)
+
+
 class SearchSpace(_Strict):
     """One study: data, model, training, the grid axes and the seeds. Every (configuration, seed) is a trial."""
 
@@ -318,6 +276,7 @@ class SearchSpace(_Strict):
     model: ModelSpec = ModelSpec()
     training: TrainingSpec
     axes: AxesSpec = AxesSpec()
+    nuisance: list[str] = Field(default_factory=list)
     seeds: list[int]
 
     @field_validator("seeds", mode="before")
@@ -384,6 +343,25 @@ class SearchSpace(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _nuisance_axes_are_swept_settings(self) -> SearchSpace:
+        """A nuisance axis is a setting (not a regulariser) the grid sweeps, so there is a best value to take."""
+        for i, name in enumerate(self.nuisance):
+            if name not in AXIS:
+                raise ValueError(f"nuisance[{i}]: unknown axis {shown(name)}{_suggest(name[:100], AXES)}")
+            if AXIS[name].scientific:
+                raise ValueError(
+                    f"nuisance[{i}]: {name} is a regulariser, the question the study asks, not a nuisance; "
+                    f"nuisance axes are settings such as {', '.join(a.name for a in REGISTRY if not a.scientific)}"
+                )
+            if len(self.axis_values()[name]) < 2:
+                raise ValueError(
+                    f"nuisance[{i}]: {name} must be swept (axes.{name} with at least two values) to be tuned"
+                )
+            if name in self.nuisance[:i]:
+                raise ValueError(f"nuisance[{i}]: {name} is listed twice")
+        return self
+
+    @model_validator(mode="after")
     def _grid_is_bounded(self) -> SearchSpace:
         if self.n_trials > MAX_TRIALS:
             raise ValueError(
@@ -418,22 +396,10 @@ class SearchSpace(_Strict):
         return out
 
     def default_value(self, axis: str) -> Any:
-        defaults = {
-            **dict.fromkeys(RATE_AXES, 0.0),
-            "max_norm": None,
-            "l2": 0.0,
-            "batch_norm": False,
-            "hidden_units": tuple(self.model.hidden_units),
-            "early_stopping": bool(self.training.early_stopping and self.training.early_stopping.enabled),
-        }
-        return defaults[axis]
+        return AXIS[axis].default(self)
 
     def _normalise(self, axis: str, value: Any) -> Any:
-        if axis == "hidden_units":
-            return tuple(value) if isinstance(value, list) else (value,) * len(self.model.hidden_units)
-        if axis in RATE_AXES or axis == "l2" or (axis == "max_norm" and value is not None):
-            return float(value)
-        return value
+        return AXIS[axis].normalise(value, self)
 
     def configurations(self) -> list[dict[str, Any]]:
         """The full factorial grid, first axis slowest, as dicts over every axis in `AXES`."""
@@ -462,13 +428,23 @@ class SearchSpace(_Strict):
         """The axes that mean something for this study's model family."""
         return FAMILY_AXES[self.model.family]
 
+    @cached_property
+    def keyed_axes(self) -> tuple[str, ...]:
+        """The axes a configuration's key hashes: a training setting only where the grid sweeps it (otherwise it
+        is part of the study's definition, and studies made before it was an axis keep their keys)."""
+        swept = {a for a in AXES if getattr(self.axes, a) is not None}
+        return tuple(a for a in self.applicable_axes if a not in TRAINING_AXES or a in swept)
+
     def definition(self, include: set[str] | None = None, exclude: set[str] | None = None) -> dict[str, Any]:
         """The space as JSON-able data for hashing; fields added later are left out while unset."""
         dump = self.model_dump(mode="json", include=include, exclude=exclude)
-        for section, fields in (("axes", _ADDED_AXES), ("model", _ADDED_MODEL_FIELDS)):
-            for name in fields:
-                if name in dump.get(section, {}) and dump[section][name] is None:
-                    del dump[section][name]
+        for path, unset in _ADDED_FIELDS:
+            *parents, name = path
+            part = dump
+            for parent in parents:
+                part = part.get(parent, {})
+            if name in part and part[name] == unset:
+                del part[name]
         return dump
 
     def fingerprint(self) -> str:
@@ -495,7 +471,7 @@ class Trial:
 
         It is the hash of {"config": ..., **definition} as canonical JSON; "config" sorts before the definition's
         keys (dataset, model, training), so the text is assembled from the definition's JSON, made once."""
-        config = {axis: self.config[axis] for axis in self.space.applicable_axes}
+        config = {axis: self.config[axis] for axis in self.space.keyed_axes}
         text = '{"config":' + _canonical_json(_jsonable(config)) + "," + self.space._trial_definition_json[1:]
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -503,6 +479,18 @@ class Trial:
     def key(self) -> str:
         """Identifies the trial; a rerun or another worker computes the same key."""
         return f"{self.config_key}-s{self.seed}"
+
+    @property
+    def learning_rate(self) -> float:
+        return self.config["learning_rate"]
+
+    @property
+    def epochs(self) -> int:
+        return self.config["epochs"]
+
+    @property
+    def batch_size(self) -> int:
+        return self.config["batch_size"]
 
     @property
     def early_stopping(self) -> EarlyStoppingSpec | None:

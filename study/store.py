@@ -32,8 +32,9 @@ from study.space import SearchSpace
 MANIFEST = "manifest.json"
 # Columns that hold numbers: a value that is not one means the file was damaged.
 NUMERIC_COLUMNS = frozenset({
-    "seed", "n_train", "n_test", "n_features", "n_classes", "epochs", "epochs_run", "batch_size", "learning_rate",
-    "train_accuracy", "train_loss", "test_accuracy", "test_loss", "best_test_accuracy", "best_epoch", "wall_time_s",
+    "seed", "n_train", "n_validation", "n_test", "n_features", "n_classes", "epochs", "epochs_run", "batch_size",
+    "learning_rate", "train_accuracy", "train_loss", "validation_accuracy", "validation_loss", "test_accuracy",
+    "test_loss", "best_test_accuracy", "best_epoch", "wall_time_s",
 })  # fmt: skip
 TRIALS = "trials.csv"
 
@@ -217,6 +218,7 @@ class ResultsStore:
         if not frames:
             return pd.DataFrame(columns=list(CURVE_COLUMNS))
         curves = pd.concat(frames, ignore_index=True).drop_duplicates(["trial_key", "epoch"])
+        curves = curves.reindex(columns=list(CURVE_COLUMNS))  # curves written before a column existed: blank
         return curves.sort_values(["trial_key", "epoch"], kind="stable").reset_index(drop=True)
 
     # --- internals ---------------------------------------------------------------------------------

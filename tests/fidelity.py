@@ -15,25 +15,34 @@ from study.space import Trial
 
 
 def keras_reference(trial: Trial, shuffle: bool = False):
-    """Plain Keras: initial weights, per-epoch history, final weights and final metrics."""
+    """Plain Keras: initial weights, per-epoch history (columns `training.METRICS`; validation NaN without validation
+    rows), final weights and final metrics. Held-out data as the keras engine gives it to fit: the validation rows
+    where there are some, else the test rows."""
     data = split_for(trial)
     keras.utils.set_random_seed(trial.seed)
     model = _without_xla(keras_engine.build_model(trial, data))
     initial = keras_weights(model)
     y_train = keras_engine.labels(data.y_train, data.n_classes)
     y_test = keras_engine.labels(data.y_test, data.n_classes)
+    test_curve = keras_engine.TestCurve(data.x_test, y_test) if data.has_validation else None
+    held_out = (data.x_val, keras_engine.labels(data.y_val, data.n_classes)) if data.has_validation else None
     fit = model.fit(
         data.x_train,
         y_train,
-        epochs=trial.space.training.epochs,
-        batch_size=trial.space.training.batch_size,
-        validation_data=(data.x_test, y_test),
+        epochs=trial.epochs,
+        batch_size=trial.batch_size,
+        validation_data=held_out or (data.x_test, y_test),
         shuffle=shuffle,
-        callbacks=keras_engine.callbacks(trial),
+        callbacks=[*keras_engine.callbacks(trial), *([test_curve] if test_curve else [])],
         verbose=0,
     )
     h = fit.history
-    history = np.stack([h["loss"], h["accuracy"], h["val_loss"], h["val_accuracy"]], axis=1)
+    if test_curve is None:
+        blank = np.full(len(h["loss"]), np.nan)
+        columns = [h["loss"], h["accuracy"], h["val_loss"], h["val_accuracy"], blank, blank]
+    else:
+        columns = [h["loss"], h["accuracy"], test_curve.loss, test_curve.accuracy, h["val_loss"], h["val_accuracy"]]
+    history = np.stack(columns, axis=1)
     final = keras_engine.evaluate(model, data)
     keras.backend.clear_session()
     return initial, history, final, model

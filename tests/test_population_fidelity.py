@@ -16,6 +16,7 @@ from scipy import stats
 
 from study.engines import population
 from study.engines.base import split_for
+from study.engines.training import METRICS
 from study.space import parse_space
 
 # Float32 rounding accumulates over epochs; measured differences are ~1e-7 after 40 epochs.
@@ -37,7 +38,7 @@ def compare_exactly(space_dict: dict) -> int:
     for i, (keras_w, pop_w) in enumerate(pairs):
         np.testing.assert_allclose(pop_w, keras_w, atol=EXACT_ATOL, err_msg=f"weight {i} (Keras layer order)")
     np.testing.assert_allclose(p_hist[:, 0, :], history, atol=EXACT_ATOL, err_msg="per-epoch history")
-    keras_final = [final["train_loss"], final["train_accuracy"], final["test_loss"], final["test_accuracy"]]
+    keras_final = [final.get(m, np.nan) for m in METRICS]
     np.testing.assert_allclose(p_final[0], keras_final, atol=EXACT_ATOL, err_msg="final evaluation")
     return int(epochs_run[0])
 
@@ -51,8 +52,9 @@ def compare_exactly(space_dict: dict) -> int:
         {"max_norm": [0.5]},
         {"batch_norm": [True]},
         {"l2": [1e-3], "max_norm": [0.5], "batch_norm": [True]},
+        {"learning_rate": [0.01], "batch_size": [16], "epochs": [12]},
     ],
-    ids=["none", "l2", "max_norm", "batch_norm", "combined"],
+    ids=["none", "l2", "max_norm", "batch_norm", "combined", "training-axes"],
 )
 def test_matches_keras_exactly_without_dropout(axes: dict, data: dict) -> None:
     compare_exactly(
@@ -75,6 +77,18 @@ def test_matches_keras_early_stopping_epoch_for_epoch(early_stopping: dict) -> N
         axes={"early_stopping": [True]},
         seeds=[5],
         training={"epochs": 200, "early_stopping": early_stopping},
+        model={"hidden_units": [128]},
+    )
+    assert compare_exactly(space) < 200, "the case should stop early to test stopping"
+
+
+def test_early_stopping_watches_the_validation_rows_as_keras_does() -> None:
+    split = {"train_size": 80, "validation_size": 0.5}
+    space = tiny_space_dict(
+        dataset={"name": "moons", "params": {"n_samples": 200, "noise": 0.45}, "split": split},
+        axes={"early_stopping": [True]},
+        seeds=[5],
+        training={"epochs": 200, "early_stopping": {"monitor": "val_loss", "patience": 3}},
         model={"hidden_units": [128]},
     )
     assert compare_exactly(space) < 200, "the case should stop early to test stopping"

@@ -140,7 +140,7 @@ def test_conclusions_say_when_too_few_seeds_make_significance_unreachable(tmp_pa
     # 4 seeds: the signed-rank test cannot go below p = 2/16, so even a clear +10 points is "probably", not proven
     folder = make_study(tmp_path, tiny_space_dict(axes={"dropout_rate": [0.0, 0.5]}, seeds=4), accuracy=noisy(0.1))
     report = build_report(folder)["report"].read_text()
-    assert "its interval excludes zero, so it probably helps, but with 4 seeds no paired test" in report
+    assert "corrected interval excludes zero, so it probably helps, but with 4 seeds no paired signed-rank" in report
 
 
 def test_configurations_without_shared_seeds_fall_back_to_unpaired_tests(tmp_path) -> None:

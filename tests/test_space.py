@@ -6,11 +6,13 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import PYTHON, ROOT, tiny_space_dict
 
+from study.axes import ADDED_AXES, AXES
 from study.errors import StudyError
-from study.space import AXES, load_space, parse_space
+from study.space import load_space, parse_space
 
 # The tiny space's first trial key and fingerprint as computed before the cnn/rnn families existed.
 KEY_BEFORE_FAMILIES = "5625187708a5-s0"
@@ -19,7 +21,13 @@ FINGERPRINT_BEFORE_FAMILIES = "02ac1d8ddafb98f9aa1ee50c18c49067cfc69df1599376e29
 
 @pytest.mark.parametrize(
     ("file", "trials"),
-    [("tutorial.yaml", 300), ("regularization.yaml", 2700), ("tabular.yaml", 480), ("smoke.yaml", 12)],
+    [
+        ("tutorial.yaml", 300),
+        ("regularization.yaml", 2700),
+        ("tabular.yaml", 480),
+        ("smoke.yaml", 12),
+        ("learning_rate.yaml", 200),
+    ],
 )
 def test_shipped_spaces_are_valid_with_expected_trial_counts(file: str, trials: int) -> None:
     space = load_space(ROOT / "search_spaces" / file)
@@ -99,7 +107,7 @@ def test_cli_reports_bad_space_without_traceback_and_exits_non_zero(write_space)
     assert "Traceback" not in proc.stderr
 
 
-def test_axes_not_swept_take_their_off_values(tiny_space) -> None:
+def test_axes_not_swept_take_their_off_values_and_the_training_settings(tiny_space) -> None:
     config = tiny_space.configurations()[0]
     assert set(config) == set(AXES)
     assert config | {"dropout_rate": 0.0} == {
@@ -115,6 +123,9 @@ def test_axes_not_swept_take_their_off_values(tiny_space) -> None:
         "batch_norm": False,
         "hidden_units": (8,),
         "early_stopping": False,
+        "learning_rate": tiny_space.training.optimizer.learning_rate,
+        "epochs": tiny_space.training.epochs,
+        "batch_size": tiny_space.training.batch_size,
     }
 
 
@@ -190,6 +201,24 @@ def test_trial_keys_are_stable_and_distinguish_seed_and_configuration(tiny_space
             {"dataset": {"name": "circles", "split": {"train_size": True}}},
             "train_size = True: must be a number of rows",
         ),
+        (
+            {"dataset": {"name": "circles", "split": {"train_size": 30, "validation_size": 30}}},
+            "dataset.split.validation_size = 30: must leave at least one training and one validation row",
+        ),
+        (
+            {"dataset": {"name": "circles", "split": {"train_size": 30, "validation_size": 0.001}}},
+            "validation_size = 0.001: must leave at least one training and one validation row",
+        ),
+        ({"dataset": {"name": "digits", "redraw_data": True}}, "digits is a fixed dataset, not drawn from a generator"),
+        (
+            {"dataset": {"name": "circles", "redraw_data": True, "params": {"random_state": 3}}},
+            "redraw_data replaces params.random_state with each seed",
+        ),
+        ({"nuisance": ["dropout_rate"]}, "nuisance[0]: dropout_rate is a regulariser"),
+        ({"nuisance": ["learning_rate"]}, "nuisance[0]: learning_rate must be swept"),
+        ({"nuisance": ["learnin_rate"]}, "nuisance[0]: unknown axis 'learnin_rate' (did you mean 'learning_rate'?)"),
+        ({"axes": {"learning_rate": [0.0]}}, "axes.learning_rate[0] = 0.0: Input should be greater than 0"),
+        ({"axes": {"epochs": [10, 0]}}, "axes.epochs[1] = 0: Input should be greater than 0"),
         (
             {"dataset": {"name": "circles", "params": {"noise": "high"}}},
             "dataset.params.noise = 'high': must be a float in the range [0.0, inf) or None (make_circles's rule)",
@@ -374,3 +403,25 @@ def test_the_largest_allowed_grid_dry_runs_in_seconds(write_space, tmp_path: Pat
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "= 1000000" in proc.stdout
+
+
+def test_a_validation_split_holds_out_training_rows_and_redraw_data_follows_the_seed() -> None:
+    from study.engines.base import split_for
+
+    space = parse_space(
+        tiny_space_dict(dataset={"name": "circles", "split": {"train_size": 40, "validation_size": 0.25},
+                                 "redraw_data": True})
+    )  # fmt: skip
+    first, second = (split_for(t) for t in space.trials()[::2][:2])
+    assert first.shape["n_train"] == 30 and first.shape["n_validation"] == 10 and first.shape["n_test"] == 60
+    assert not np.array_equal(first.x_train, second.x_train)  # seeds 0 and 1 draw different data
+
+
+def test_sweeping_a_training_setting_keeps_other_studies_keys_and_sets_the_trial() -> None:
+    plain = parse_space(tiny_space_dict())
+    swept = parse_space(tiny_space_dict(axes={"dropout_rate": [0.0, 0.5], "learning_rate": [0.001, 0.01]}))
+    assert "learning_rate" not in plain.keyed_axes and "learning_rate" in swept.keyed_axes
+    assert sorted({t.learning_rate for t in swept.trials()}) == [0.001, 0.01]
+    definition = plain.definition()
+    assert "validation_size" not in definition["dataset"]["split"] and "redraw_data" not in definition["dataset"]
+    assert "nuisance" not in definition and not set(ADDED_AXES) & set(definition["axes"])

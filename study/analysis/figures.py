@@ -17,7 +17,16 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from study.analysis import stats
 from study.analysis.tables import AXIS_LABELS, AXIS_NAMES, NUMERIC_AXES, level_label, levels
+
+
+def T_INTERVAL(values: pd.Series) -> tuple[float, float]:  # noqa: N802  (seaborn's `errorbar` callable)
+    """The 95% Student t interval of the mean that the statistics use, for figure bands."""
+    low, high = stats.interval(np.asarray(values, dtype=float))
+    mean = float(np.mean(values))
+    return (mean, mean) if np.isnan(low) else (low, high)
+
 
 SPLIT_COLOURS = {"test": "#1f77b4", "train": "#ff7f0e"}
 SPLIT_DASHES = {"test": "", "train": (4, 2)}
@@ -59,7 +68,7 @@ def accuracy_vs_axis(
     facet: str | None = None,
     note: str = "",
 ) -> Path:
-    """Test (solid) and train (dashed) accuracy against `axis`: mean and 95% bootstrap CI over seeds.
+    """Test (solid) and train (dashed) accuracy against `axis`: mean and 95% t interval over seeds.
 
     One line pair per value of `hue`, one panel per value of `facet`. `note` goes under the title (which
     axes were held fixed).
@@ -88,9 +97,7 @@ def accuracy_vs_axis(
         style_order=["test", "train"],
         dashes=SPLIT_DASHES,
         markers={"test": "o", "train": "s"},
-        errorbar=("ci", 95),
-        n_boot=1000,
-        seed=0,
+        errorbar=T_INTERVAL,
         height=4.6,
         aspect=1.25 if facet else 1.6,
         facet_kws={"sharey": True},
@@ -104,7 +111,7 @@ def accuracy_vs_axis(
     grid.set_ylabels("Accuracy (fraction correct)")
     grid.set_titles("{col_name}" if facet else "")
     n_seeds = int(trials.groupby("config_key")["seed"].nunique().median())
-    title = f"Accuracy against {AXIS_NAMES[axis]}: mean and 95% bootstrap CI over {n_seeds} seeds"
+    title = f"Accuracy against {AXIS_NAMES[axis]}: mean and 95% t interval over {n_seeds} seeds"
     grid.figure.suptitle(title + (f"\n({note})" if note else ""), y=1.1 if note else 1.04)
     return _save(grid.figure, path)
 
@@ -137,12 +144,12 @@ def learning_curves(curves: pd.DataFrame, panels: dict[str, list[str]], path: Pa
     axes = np.atleast_1d(axes)
     for ax, (title, keys) in zip(axes, panels.items(), strict=True):
         part = curves[curves["trial_key"].isin(keys)]
-        stats = part.groupby("epoch")[["train_accuracy", "test_accuracy"]].agg(["mean", "std", "count"])
-        epochs = stats.index.to_numpy()
+        by_epoch = part.groupby("epoch")[["train_accuracy", "test_accuracy"]].agg(["mean", "std", "count"])
+        epochs = by_epoch.index.to_numpy()
         step = max(1, len(epochs) // MAX_CURVE_POINTS)
         shown = np.unique(np.r_[np.arange(0, len(epochs), step), len(epochs) - 1])
         for split in ("train", "test"):
-            s = stats[f"{split}_accuracy"].iloc[shown]
+            s = by_epoch[f"{split}_accuracy"].iloc[shown]
             half = 1.96 * s["std"].fillna(0) / np.sqrt(s["count"])
             x = epochs[shown]
             ax.plot(x, s["mean"], color=SPLIT_COLOURS[split], ls="--" if split == "train" else "-", label=split)
@@ -205,3 +212,26 @@ def _wrap(text: str, width: int = 42) -> str:
     import textwrap
 
     return "\n".join(textwrap.wrap(text, width))
+
+
+def isolation(rows: pd.DataFrame, axis: str, nuisance: str, path: Path) -> Path:
+    """The playbook's isolation plot: test accuracy against `axis` for each fixed nuisance value (thin lines) and
+    at the best nuisance value per setting (thick black line); means and 95% t intervals over seeds."""
+    _theme()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    x, ticks, tick_labels = _positions(rows, axis)
+    data = rows.assign(_x=x)
+    fixed = data[data["curve"] != "best per setting"]
+    order = [f"{AXIS_NAMES[nuisance]} {level_label(nuisance, v)}" for v in levels(fixed, nuisance)]
+    palette = dict(zip(order, sns.color_palette("viridis", len(order)), strict=True))
+    line = {"x": "_x", "y": "test_accuracy", "errorbar": T_INTERVAL, "ax": ax}
+    sns.lineplot(data=fixed, hue="curve", hue_order=order, palette=palette, marker="o", linewidth=1.2, **line)
+    tuned = data[data["curve"] == "best per setting"]
+    label = f"best {AXIS_NAMES[nuisance]} per setting"
+    sns.lineplot(data=tuned, color="black", marker="D", linewidth=2.6, label=label, **line)
+    ax.set_xticks(ticks, tick_labels)
+    ax.set_xlabel(AXIS_LABELS.get(axis, axis))
+    ax.set_ylabel("Test accuracy (fraction correct)")
+    ax.set_title(f"Test accuracy against {AXIS_NAMES[axis]}: at each {AXIS_NAMES[nuisance]}, and at the best one")
+    ax.legend(title=None, fontsize="small")
+    return _save(fig, path)

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.analysis import figures, stats
+from study.analysis import figures, findings, stats
 from study.analysis.tables import (
     AXIS_NAMES,
     OFF_VALUES,
+    TOLERANCE,
     baseline_key,
     baseline_mask,
     completed,
@@ -110,18 +111,30 @@ def build_report(
         old.unlink()
     report = Report(folder)
 
+    protocol = findings.protocol_info(done, manifest.get("space", {}))
+    every_nuisance = done
+    done = findings.tune_nuisance(done, protocol.nuisance, protocol.selection_metric)
+    axes = varying_axes(done)
     table = summary(done)
     report.paths["summary"] = folder / "summary.csv"
     table.to_csv(report.paths["summary"], index=False)
+    planned = findings.planned_effects(done)
+    found = findings.Findings(
+        protocol=protocol,
+        planned=planned,
+        recommendation=findings.recommendation_info(done, table),
+        variance=_variance(report, done, axes),
+        power=findings.power_info(done, table, planned),
+    )
 
     _axis_figures(report, done, axes, hue, facet, out_dir)
+    _isolation_figure(report, every_nuisance, protocol, out_dir)
     _heatmaps(report, done, axes, out_dir)
     _learning_curves(report, store, done, table, axes, chosen, out_dir)
     _spread_figures(report, done, table, out_dir)
-    shares = _variance_shares(report, done, axes)
 
     report.paths["report"] = folder / "report.md"
-    text = _markdown(report, manifest, trials, done, table, axes, shares)
+    text = _markdown(report, manifest, trials, every_nuisance, table, axes, found)
     report.paths["report"].write_text(text)
     report.paths["html"] = folder / "report.html"
     report.paths["html"].write_text(_html(text, folder, manifest["study"]))
@@ -164,9 +177,31 @@ def _axis_figures(report: Report, done: pd.DataFrame, axes: list[str], hue, face
             + (f", one colour per {AXIS_NAMES[colour]}" if colour else "")
             + (f", one panel per {AXIS_NAMES[panel]} setting" if panel else "")
             + (f" ({note})" if note else "")
-            + ". Points are means over seeds, bands 95% bootstrap intervals."
+            + ". Points are means over seeds, bands 95% t intervals of the mean."
         )
         report.figure(f"accuracy_vs_{axis}", f"Accuracy against {AXIS_NAMES[axis]}", path, caption)
+
+
+def _isolation_figure(report: Report, every: pd.DataFrame, protocol: findings.Protocol, out_dir: Path) -> None:
+    """For each nuisance axis, the playbook's isolation plot against dropout (or the first regulariser swept)."""
+    axes = varying_axes(every)
+    scientific = next((a for a in ["dropout_rate", *OFF_VALUES] if a in axes), None)
+    for nuisance in (n for n in protocol.nuisance if n in axes):
+        if scientific is None:
+            report.skipped.append(f"No isolation plot for {AXIS_NAMES[nuisance]}: the study varies no regulariser.")
+            continue
+        rows = findings.isolation_info(every, scientific, nuisance, protocol.selection_metric)
+        name = f"isolation_{scientific}_{nuisance}"
+        path = figures.isolation(rows, scientific, nuisance, out_dir / f"{name}.png")
+        caption = (
+            f"Test accuracy against {AXIS_NAMES[scientific]} at each fixed {AXIS_NAMES[nuisance]} (coloured) and at "
+            f"the {AXIS_NAMES[nuisance]} that is best for each {AXIS_NAMES[scientific]} setting, chosen on "
+            f"{_METRIC_WORDS[protocol.selection_metric]} (black): if the black curve's best setting differs from a "
+            f"coloured curve's, a study at that fixed {AXIS_NAMES[nuisance]} would have recommended the wrong "
+            "setting. Other regularisers off; means and 95% t intervals over seeds."
+        )
+        report.figure(name, f"Isolation plot: {AXIS_NAMES[scientific]} with {AXIS_NAMES[nuisance]} tuned", path,
+                      caption)  # fmt: skip
 
 
 def _heatmaps(report: Report, done: pd.DataFrame, axes: list[str], out_dir: Path) -> None:
@@ -208,12 +243,14 @@ def _learning_curves(
     report.figure("learning_curves", "Learning curves", path, caption)
 
 
-def _paired_differences(done: pd.DataFrame, base: str, keys: list[str]) -> pd.DataFrame:
-    """Per-seed test-accuracy differences against the baseline (shared seeds only): config_key, seed, difference."""
-    reference = per_seed(done, base)
+def _paired_differences(done: pd.DataFrame, base_of: pd.Series, keys: list[str]) -> pd.DataFrame:
+    """Per-seed test-accuracy differences against each configuration's own baseline (shared seeds only):
+    config_key, seed, difference."""
     frames = []
     for key in keys:
-        mine = per_seed(done, key)
+        if not isinstance(base_of.get(key), str) or base_of[key] == key:
+            continue
+        mine, reference = per_seed(done, key), per_seed(done, base_of[key])
         shared = mine.index.intersection(reference.index)
         frames.append(
             pd.DataFrame({"config_key": key, "seed": shared, "difference": (mine - reference)[shared].to_numpy()})
@@ -236,23 +273,25 @@ def _spread_figures(report: Report, done: pd.DataFrame, table: pd.DataFrame, out
     if base is None:
         report.skipped.append("No paired-difference figure: the grid has no unregularised baseline.")
         return
-    diffs = _paired_differences(done, base, [k for k in labels if k != base])
+    diffs = _paired_differences(done, table.set_index("config_key")["baseline_key"], list(labels))
     if diffs.empty:
         report.skipped.append("No paired-difference figure: no configuration shares seeds with the baseline.")
         return
     diffs["configuration"] = diffs["config_key"].map(labels)
     path = figures.paired_differences(diffs, out_dir / "paired_differences.png")
-    caption = f"Per seed, test accuracy minus the baseline's with the same seed, for {best}."
+    caption = (
+        f"Per seed, test accuracy minus that of the configuration's own baseline (same context, regularisers off) "
+        f"with the same seed, for {best}."
+    )
     report.figure("paired_differences", "Paired differences against the baseline", path, caption)
 
 
-def _variance_shares(report: Report, done: pd.DataFrame, axes: list[str]) -> stats.VarianceShares | None:
+def _variance(report: Report, done: pd.DataFrame, axes: list[str]) -> findings.VarianceFindings | None:
     if not axes:
         report.skipped.append("No variance decomposition: the study varies no axis.")
         return None
-    shared_seeds = done.groupby("seed")["config_key"].nunique().gt(1).all() and done["seed"].nunique() > 1
     try:
-        return stats.variance_explained(done, "test_accuracy", axes, block="seed" if shared_seeds else None)
+        return findings.variance_info(done, axes)
     except ValueError as exc:  # too few trials for the model's degrees of freedom
         report.skipped.append(f"No variance decomposition: {exc}.")
         return None
@@ -317,123 +356,164 @@ def _points(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
-def _conclusions(done: pd.DataFrame, table: pd.DataFrame, axes: list[str], shares) -> list[str]:
-    """Plain-language answers, each generated from the numbers in the summary table."""
+_METRIC_WORDS = {"validation_accuracy": "validation accuracy", "test_accuracy": "test accuracy"}
+
+
+def _conclusions(found: findings.Findings) -> list[str]:
+    """Plain-language answers, each written from a findings record."""
     lines = []
-    by_key = table.set_index("config_key")
-    base = baseline_key(done)
-    n_configs = len(table)
-    if base is None:
+    if not found.planned:
         lines.append(
-            "The grid has no configuration with every regulariser off, so nothing is compared against a baseline."
+            "No regulariser could be compared with an unregularised configuration of the same context: the grid "
+            "has no configuration with every varying regulariser off."
         )
-    else:
-        for axis in (a for a in axes if a in OFF_VALUES):
-            alone = done[baseline_mask(done, except_axes=(axis,)) & ~is_off(done, axis)]
-            if alone.empty:
-                continue
-            key = alone.groupby("config_key")["test_accuracy"].mean().idxmax()
-            row = by_key.loc[key]
-            verdict = _verdict(row, n_configs - 1)
-            test = "paired" if row.vs_baseline_paired is True else "unpaired (seeds not shared)"
-            name = AXIS_NAMES[axis][:1].upper() + AXIS_NAMES[axis][1:]  # "LSTM dropout" keeps its capitals
-            lines.append(
-                f"**{name} alone** -- the best setting, {row.configuration}, changes mean "
-                f"test accuracy by {_points(row.vs_baseline_difference)} points (95% CI "
-                f"{_points(row.vs_baseline_ci_low)} to {_points(row.vs_baseline_ci_high)}) against no "
-                f"regularisation; a seed does better with it {row.vs_baseline_prob_better:.0%} of the time "
-                f"({test} test p = {row.vs_baseline_p:.2g}, Holm-adjusted over {n_configs - 1} comparisons "
-                f"p = {row.vs_baseline_p_holm:.2g}): {verdict}."
-            )
-    best = table.iloc[0]
-    others = int(table["indistinguishable_from_best"].sum()) - 1
-    lines.append(
-        f"**Best configuration** -- {best.configuration}: mean test accuracy {best.test_accuracy_mean:.3f} "
-        f"(95% CI {best.test_accuracy_ci_low:.3f} to {best.test_accuracy_ci_high:.3f}, IQM "
-        f"{best.test_accuracy_iqm:.3f}, {int(best.seeds)} seeds). {others} of the other {n_configs - 1} "
-        "configurations are statistically indistinguishable from it (paired tests against it, Holm-adjusted, "
-        f"p >= {stats.ALPHA})"
+    for effect in found.planned:
+        lines.append(_effect_sentence(effect, found.protocol))
+    lines.append(_recommendation_sentence(found.recommendation, found.protocol))
+    if found.variance is not None:
+        lines.append(_variance_sentence(found.variance))
+    if found.power is not None:
+        lines.append(_power_sentence(found.power))
+    return lines
+
+
+def _effect_sentence(e: findings.Effect, protocol: findings.Protocol) -> str:
+    name = AXIS_NAMES[e.axis][:1].upper() + AXIS_NAMES[e.axis][1:]  # "LSTM dropout" keeps its capitals
+    where = f" (at {e.context})" if e.context else ""
+    test = "paired" if e.paired else "unpaired (seeds not shared)"
+    words = {
+        "helps": "larger than seed noise: it helps",
+        "hurts": "larger than seed noise: it hurts",
+        "noise": f"not distinguishable from seed noise with {e.seeds} seeds",
+    }
+    verdict = words.get(e.verdict)
+    if verdict is None:  # probably helps / hurts: the corrected interval excludes zero, the test did not pass
+        verdict = f"its corrected interval excludes zero, so it {e.verdict}" + (
+            f", but with {e.seeds} seeds no paired signed-rank test can pass the correction over {e.family_size} "
+            "comparisons: confirm with more seeds"
+            if not e.reachable
+            else ""
+        )
+    return (
+        f"**{name} alone**{where} -- the setting chosen on {_METRIC_WORDS[protocol.selection_metric]}, "
+        f"{e.configuration}, changes mean test accuracy by {_points(e.difference)} points (95% CI corrected for "
+        f"{e.family_size} planned comparisons {_points(e.ci_low)} to {_points(e.ci_high)}) against no "
+        f"regularisation; a seed does better with it {e.prob_better:.0%} of the time ({test} test p = "
+        f"{e.p_value:.2g}, Holm-adjusted p = {e.p_adjusted:.2g}): {verdict}."
+    )
+
+
+def _recommendation_sentence(r: findings.Recommendation, protocol: findings.Protocol) -> str:
+    chosen = _METRIC_WORDS[r.selected_on]
+    text = (
+        f"**Recommendation** -- chosen on {chosen}: {r.best}"
+        + (f" (at its best {r.tuned})" if r.tuned else "")
+        + f", test accuracy {r.best_test_mean:.3f} (95% CI "
+        f"{r.best_test_ci[0]:.3f} to {r.best_test_ci[1]:.3f}, {r.seeds} seeds)"
+    )
+    if r.baseline_test is not None:
+        mean, low, high = r.baseline_test
+        text += f" against {mean:.3f} ({low:.3f} to {high:.3f}) for its unregularised baseline"
+    text += "."
+    if r.ranges:
+        spans = "; ".join(f"{AXIS_NAMES[a]} {v}" for a, v in r.ranges.items())
+        text += (
+            f" {len(r.as_good)} configuration(s) are within {100 * r.tolerance:.1f} points of it on {chosen} "
+            f"(paired non-inferiority, one-sided 95%), spanning {spans}."
+        )
+    if r.prob_best:
+        text += (
+            " Probability of being the best (seeds resampled jointly): "
+            + ", ".join(f"{name} {p:.0%}" for name, p in r.prob_best)
+            + "."
+        )
+    text += (
+        f" {r.indistinguishable} other configuration(s) are not separable from it by a corrected paired test"
+        + (f"; {r.untested} could not be tested (too few shared seeds)" if r.untested else "")
+        + "."
+    )
+    if protocol.optimistic:
+        text += (
+            " The choice was made on the test set itself (no validation split), so the selected configuration's "
+            "test accuracy reads high (winner's curse)."
+        )
+    return text
+
+
+def _variance_sentence(v: findings.VarianceFindings) -> str:
+    terms = v.shares.table[v.shares.table["term"] != "residual"].sort_values("share", ascending=False)
+    described = [
+        f"{_term_words(t)} {s:.0%} ({_p(p)})"
+        for t, s, p in zip(terms["term"], terms["share"], terms["p_value"], strict=True)
+        if s >= 0.01
+    ]
+    residual = float(v.shares.table.loc[v.shares.table["term"] == "residual", "share"].iloc[0])
+    what = "seed noise" if v.residual_is_seed_noise else "interactions of three or more axes, and seed noise"
+    return (
+        "**What matters most** -- share of the variance of test accuracy: "
+        + (", ".join(described[:6]) if described else "no term above 1%")
+        + f"; residual ({what}) {residual:.0%}; seed noise alone (variation between seeds within a "
+        f"configuration) {v.seed_noise:.0%}."
         + (
-            f"; with {int(best.seeds)} seeds no paired test can reach significance after that correction, so this "
-            "count says only that the study is too small to separate them."
-            if _significance_unreachable(int(best.seeds), n_configs - 1)
-            else "."
+            ""
+            if v.shares.balanced
+            else " The design is unbalanced (unequal seeds per configuration), so the shares depend on the order "
+            "of terms and need not add up to 100%."
         )
     )
-    if shares is not None:
-        terms = shares.table[shares.table["term"] != "residual"].sort_values("share", ascending=False)
-        described = [
-            f"{_term_words(t)} {s:.0%} ({_p(p)})"
-            for t, s, p in zip(terms["term"], terms["share"], terms["p_value"], strict=True)
-            if s >= 0.01
-        ]
-        residual = float(shares.table.loc[shares.table["term"] == "residual", "share"].iloc[0])
-        lines.append(
-            "**What matters most** -- share of the variance of test accuracy: "
-            + (", ".join(described[:6]) if described else "no term above 1%")
-            + f"; left unexplained (seed noise within a configuration) {residual:.0%}."
-            + (
-                ""
-                if shares.balanced
-                else " The design is unbalanced (unequal seeds per configuration), so the "
-                "shares depend on the order of terms and need not add up to 100%."
-            )
+
+
+def _power_sentence(p: findings.Power) -> str:
+    text = (
+        f"**Power** -- the seed-to-seed standard deviation of a paired difference is typically "
+        f"{100 * p.spread:.1f} points here. With {p.seeds} seeds a single paired comparison detects a true "
+        f"difference of about {100 * p.single:.1f} points 80% of the time (paired t-test approximation, alpha "
+        f"{stats.ALPHA}); after correcting for the {p.comparisons} planned comparison(s), about "
+        f"{100 * p.corrected:.1f} points."
+    )
+    if not p.reachable:
+        text += (
+            f" Note: with {p.seeds} seeds the signed-rank test cannot reach a p-value below "
+            f"{stats.smallest_p_value(p.seeds):.2g}, so after correction over {p.comparisons} comparisons no "
+            "difference can be declared significant however large it is; run more seeds."
         )
-    return lines
+    return text
 
 
 def _p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
 
 
-def _significance_unreachable(n_seeds: int, comparisons: int) -> bool:
-    """True when even the most extreme signed-rank result cannot survive Holm correction over `comparisons`."""
-    return stats.smallest_p_value(n_seeds) * comparisons >= stats.ALPHA
-
-
-def _verdict(row: pd.Series, comparisons: int) -> str:
-    """Whether a difference from the baseline is larger than seed noise, in words."""
-    direction = "helps" if row.vs_baseline_difference > 0 else "hurts"
-    if row.vs_baseline_p_holm < stats.ALPHA:
-        return f"larger than seed noise: it {direction}"
-    excludes_zero = row.vs_baseline_ci_low > 0 or row.vs_baseline_ci_high < 0
-    if excludes_zero and row.vs_baseline_paired is True and _significance_unreachable(int(row.seeds), comparisons):
-        return (
-            f"its interval excludes zero, so it probably {direction}, but with {int(row.seeds)} seeds no paired test "
-            f"can reach significance after correction over {comparisons} comparisons: confirm with more seeds"
-        )
-    return f"not distinguishable from seed noise with {int(row.seeds)} seeds"
-
-
 def _term_words(term: str) -> str:
     return " x ".join("seed" if part == "seed" else AXIS_NAMES.get(part, part) for part in term.split(" x "))
 
 
-def _power_note(done: pd.DataFrame, table: pd.DataFrame) -> str:
-    base = baseline_key(done)
-    n = int(table["seeds"].median())
-    m = max(1, len(table) - 1)
-    if base is None or len(table) < 2:
-        return ""
-    diffs = _paired_differences(done, base, [k for k in table["config_key"] if k != base])
-    spread = diffs.groupby("config_key")["difference"].std().median() if not diffs.empty else np.nan
-    if not np.isfinite(spread):
-        return ""
-    single = stats.minimum_detectable_difference(spread, n)
-    corrected = stats.minimum_detectable_difference(spread, n, alpha=stats.ALPHA / m)
-    text = (
-        f"**Power** -- the seed-to-seed standard deviation of a paired difference is typically "
-        f"{100 * spread:.1f} points here. With {n} seeds a single paired comparison detects a true difference of "
-        f"about {100 * single:.1f} points 80% of the time (paired t-test approximation, alpha {stats.ALPHA}); "
-        f"after correcting for {m} comparisons, about {100 * corrected:.1f} points."
-    )
-    if stats.smallest_p_value(n) * m > stats.ALPHA:
-        text += (
-            f" Note: with {n} seeds the signed-rank test cannot reach a p-value below "
-            f"{stats.smallest_p_value(n):.2g}, so after Holm correction over {m} comparisons no difference can be "
-            f"declared significant however large it is; run more seeds or compare fewer configurations."
+def _protocol_note(p: findings.Protocol) -> str:
+    if p.optimistic:
+        chose = (
+            "**Protocol** -- there is no validation split: early stopping (where on) and every choice in this report "
+            "(the best configuration, each regulariser's best setting) used the test set, as in the tutorial, so "
+            "the selected results are optimistic. Set `dataset.split.validation_size` to choose on held-out "
+            "training rows instead."
         )
-    return text
+    else:
+        chose = (
+            f"**Protocol** -- {p.n_validation} of the training rows are held out for validation: early stopping "
+            "and every choice in this report use validation accuracy; the test set only measures what was chosen."
+        )
+    varied = ", ".join(p.varied) or "nothing"
+    fixed = f"; fixed across seeds: {', '.join(p.fixed)}" if p.fixed else ""
+    settings = f" Conclusions hold for {', '.join(p.settings)}." if p.settings else ""
+    nuisance = (
+        f" Tuned per setting (best on {_METRIC_WORDS[p.selection_metric]}): "
+        f"{', '.join(AXIS_NAMES[a] for a in p.nuisance)}."
+        if p.nuisance
+        else ""
+    )
+    return (
+        f"{chose} The seed varies: {varied}{fixed}. One test row is worth {p.test_row_points:.2g} accuracy "
+        f"points ({p.n_test} test rows).{settings}{nuisance}"
+    )
 
 
 def _metric_note(n_classes: int) -> str:
@@ -457,10 +537,12 @@ def _engine_note(done: pd.DataFrame) -> str:
     )
 
 
-def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame, axes, shares) -> str:
+def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame, axes, found) -> str:
     failed = len(trials) - len(done)
     planned = manifest.get("n_trials", len(trials))
     first = done.iloc[0]
+    p = found.protocol
+    rows = f"{p.n_train} train / " + (f"{p.n_validation} validation / " if p.n_validation else "") + f"{p.n_test} test"
     lines = [f"# Study `{manifest['study']}`", ""]
     if manifest.get("description"):
         lines += [manifest["description"], ""]
@@ -468,25 +550,32 @@ def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame,
         f"Based on **{len(done)} of {planned}** planned trials"
         + (f" ({failed} failed, see `trials.csv`)" if failed else "")
         + f", {len(table)} configurations. {_engine_note(done)} "
-        f"Data: `{first['dataset']}` ({int(first['n_train'])} train / {int(first['n_test'])} test rows); "
-        f"model `{first['model']}`; {int(first['epochs'])} epochs, batch size {int(first['batch_size'])}. "
+        f"Data: `{first['dataset']}` ({rows} rows); model `{first['model']}`. "
         f"Axes varied: {', '.join(AXIS_NAMES[a] for a in axes) or 'none'}. {_metric_note(int(first['n_classes']))}",
+        "",
+        _protocol_note(p),
         "",
     ]
     if len(done) < planned:
         lines += ["> The study is incomplete: every number and figure uses the trials finished so far.", ""]
+    improving = table["still_improving_share"].fillna(0)
+    if (improving > 0).any():
+        lines += [
+            f"> {int((improving > 0).sum())} configuration(s) have seeds still improving at the last epoch (their "
+            "held-out loss was lowest in the last tenth of the run): more epochs might change their results.",
+            "",
+        ]
     lines += ["## Conclusions", ""]
-    lines += [f"- {line}" for line in _conclusions(done, table, axes, shares)]
-    power = _power_note(done, table)
-    if power:
-        lines += [f"- {power}"]
+    lines += [f"- {line}" for line in _conclusions(found)]
     lines += [
         "",
-        "Methods: intervals are 95% percentile-bootstrap intervals of the mean over seeds; comparisons pair the "
-        "configurations' runs with the same seed (Wilcoxon signed-rank test, differences in accuracy points = "
-        "percent), or fall back to unpaired Mann-Whitney U tests where seeds are not shared; p-values are "
-        "Holm-corrected across all configurations; 'a seed does better' is the probability of improvement "
-        "(ties count half). IQM is the interquartile mean.",
+        "Methods: intervals are 95% Student t intervals of the mean over seeds (Welch's for unpaired "
+        "differences); comparisons pair the configurations' runs with the same seed (Wilcoxon signed-rank test, "
+        "differences in accuracy points = percent), or fall back to unpaired Mann-Whitney U tests where seeds are "
+        "not shared. Each configuration is compared with the unregularised configuration of its own context. The "
+        "planned comparisons (each regulariser alone) are Holm-corrected as one family, with Bonferroni-corrected "
+        "intervals; the table's p-values are Holm-corrected over every configuration (the exploratory family). "
+        "'A seed does better' is the probability of improvement (ties count half). IQM is the interquartile mean.",
         "",
     ]
     for name, title, caption in report.sections:
@@ -494,22 +583,25 @@ def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame,
         lines += [f"## {title}", "", f"![{title}]({rel})", "", caption, ""]
     if report.skipped:
         lines += ["## Not drawn", ""] + [f"- {note}" for note in report.skipped] + [""]
-    if shares is not None:
+    if found.variance is not None:
+        shares = found.variance.shares
+        residual = "residual" if found.variance.residual_is_seed_noise else "residual (3+-way interactions, seeds)"
         shown = shares.table.assign(
-            term=shares.table["term"].map(lambda t: "residual" if t == "residual" else _term_words(t))
+            term=shares.table["term"].map(lambda t: residual if t == "residual" else _term_words(t))
         )
         lines += [
             "## Variance of test accuracy explained",
             "",
             "Two-way ANOVA (type II) with every axis as a factor"
             + (" and the seed as a block" if "seed" in set(shares.table["term"]) else "")
-            + ".",
+            + f". Seed noise measured on its own (within configurations): {found.variance.seed_noise:.3g} of the "
+            "total.",
             "",
         ]
         lines += [shown.to_markdown(index=False, floatfmt=".3g", headers=["term", "share of variance", "p-value"]), ""]
+    chosen = _METRIC_WORDS[p.selection_metric]
     lines += [
-        "## Configurations (best mean test accuracy first"
-        + (f", top {TABLE_ROWS})" if len(table) > TABLE_ROWS else ")"),
+        f"## Configurations (best mean {chosen} first" + (f", top {TABLE_ROWS})" if len(table) > TABLE_ROWS else ")"),
         "",
     ]
     lines += [_configuration_table(table.head(TABLE_ROWS)), ""]
@@ -523,10 +615,17 @@ def _configuration_table(table: pd.DataFrame) -> str:
         return "" if pd.isna(mean) else f"{mean:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
 
     rows = list(table.itertuples())
+    tuned = any(c.startswith("tuned_") for c in table.columns)
     out = pd.DataFrame(
         {
             "configuration": table["configuration"],
+            **({"tuned": [findings.tuned_label(r) for _, r in table.iterrows()]} if tuned else {}),
             "seeds": table["seeds"],
+            **(
+                {"validation acc.": table["validation_accuracy_mean"].map("{:.3f}".format)}
+                if "validation_accuracy_mean" in table
+                else {}
+            ),
             "test acc. [95% CI]": [
                 interval(r.test_accuracy_mean, r.test_accuracy_ci_low, r.test_accuracy_ci_high, ".3f") for r in rows
             ],
@@ -540,7 +639,8 @@ def _configuration_table(table: pd.DataFrame) -> str:
             ],
             "p (Holm)": table["vs_baseline_p_holm"].map(lambda p: "" if pd.isna(p) else f"{p:.2g}"),
             "P(seed better)": table["vs_baseline_prob_better"].map(lambda p: "" if pd.isna(p) else f"{p:.0%}"),
-            "~ best": table["indistinguishable_from_best"].map({True: "yes", False: ""}),
+            f"within {100 * TOLERANCE:g} pts of best": table["within_tolerance_of_best"].map({True: "yes", False: ""}),
+            "P(best)": table["prob_best"].map(lambda p: "" if pd.isna(p) else f"{p:.0%}"),
         }
     )
     return out.to_markdown(index=False)

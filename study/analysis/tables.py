@@ -6,49 +6,16 @@ import numpy as np
 import pandas as pd
 
 from study.analysis import stats
+from study.axes import AXES, AXIS, SCIENTIFIC_AXES
 from study.schema import COMPLETED
-from study.space import AXES, RATE_AXES
 
-# The value of each regulariser axis that means "not regularised". A blank value (an axis of another model
-# family) counts as off too.
-OFF_VALUES = {
-    **dict.fromkeys(RATE_AXES, 0.0),
-    "max_norm": None,
-    "l2": 0.0,
-    "batch_norm": False,
-    "early_stopping": False,
-}
-
-AXIS_LABELS = {
-    "dropout_rate": "Dropout rate (fraction of hidden units zeroed)",
-    "input_dropout": "Input dropout rate (fraction of inputs zeroed)",
-    "conv_dropout": "Dropout after each convolution (fraction of activations zeroed)",
-    "pool_dropout": "Dropout after each pooling (fraction of activations zeroed)",
-    "spatial_dropout": "SpatialDropout2D rate (fraction of feature maps zeroed)",
-    "lstm_dropout": "LSTM input dropout (one mask per sample for all time steps)",
-    "recurrent_dropout": "LSTM recurrent dropout (one mask per sample for all time steps)",
-    "max_norm": "Max-norm limit on incoming weights (none = unconstrained)",
-    "l2": "L2 strength (λ)",
-    "batch_norm": "Batch normalisation",
-    "hidden_units": "Hidden units per layer",
-    "early_stopping": "Early stopping",
-}
-AXIS_NAMES = {
-    "dropout_rate": "dropout",
-    "input_dropout": "input dropout",
-    "conv_dropout": "conv dropout",
-    "pool_dropout": "pool dropout",
-    "spatial_dropout": "spatial dropout",
-    "lstm_dropout": "LSTM dropout",
-    "recurrent_dropout": "recurrent dropout",
-    "max_norm": "max-norm",
-    "l2": "L2",
-    "batch_norm": "batch norm",
-    "hidden_units": "width",
-    "early_stopping": "early stopping",
-}
+# From the axis registry (study/axes.py): the value of each regulariser axis that means "not regularised" (a blank
+# value -- an axis of another model family -- counts as off too), and how axes are written.
+OFF_VALUES = {name: AXIS[name].off for name in SCIENTIFIC_AXES}
+AXIS_LABELS = {name: AXIS[name].label for name in AXES}
+AXIS_NAMES = {name: AXIS[name].short for name in AXES}
 # Axes drawn on a numeric x scale; the others are drawn as ordered categories.
-NUMERIC_AXES = RATE_AXES
+NUMERIC_AXES = tuple(name for name in AXES if AXIS[name].numeric)
 METRICS = {"test_accuracy": "test accuracy", "train_accuracy": "train accuracy", "gap": "train-test gap"}
 
 
@@ -117,12 +84,19 @@ def is_off(trials: pd.DataFrame, axis: str) -> pd.Series:
 
 
 def baseline_mask(trials: pd.DataFrame, except_axes: tuple[str, ...] = ()) -> pd.Series:
-    """Rows with every regulariser axis off, except those in `except_axes`."""
+    """Rows with every regulariser the study varies off, except those in `except_axes`. A regulariser on in every
+    trial (early stopping always on, say) is part of every configuration, baseline included."""
     mask = pd.Series(True, index=trials.index)
-    for axis in OFF_VALUES:
-        if axis not in except_axes:
+    for axis in varying_axes(trials):
+        if axis in OFF_VALUES and axis not in except_axes:
             mask &= is_off(trials, axis)
     return mask
+
+
+def context_axes(trials: pd.DataFrame, nuisance: tuple[str, ...] = ()) -> list[str]:
+    """The varying axes that are not regularisers and not tuned away (width, learning rate, epochs, ...):
+    configurations are compared only with configurations of the same context."""
+    return [a for a in varying_axes(trials) if a not in OFF_VALUES and a not in nuisance]
 
 
 def hold_others_off(trials: pd.DataFrame, shown: tuple[str, ...]) -> tuple[pd.DataFrame, list[str], list[str]]:
@@ -145,8 +119,19 @@ def hold_others_off(trials: pd.DataFrame, shown: tuple[str, ...]) -> tuple[pd.Da
     return rows, held, pooled
 
 
+def baselines(done: pd.DataFrame) -> dict[str, str | None]:
+    """For every configuration, the configuration of its own context (same width, learning rate, ...) with every
+    varying regulariser off; None where the grid has no such configuration."""
+    context = context_axes(done)
+    first = done.drop_duplicates("config_key")
+    base_rows = first[baseline_mask(first)]
+    label = lambda frame: frame[context].astype(str).agg("|".join, axis=1) if context else pd.Series("", frame.index)  # noqa: E731
+    base_of_context = dict(zip(label(base_rows), base_rows["config_key"], strict=True))
+    return {key: base_of_context.get(ctx) for key, ctx in zip(first["config_key"], label(first), strict=True)}
+
+
 def baseline_key(done: pd.DataFrame) -> str | None:
-    """The configuration with every regulariser off (the first, if the grid varies something else too)."""
+    """The configuration with every varying regulariser off (the first context's, if several)."""
     base = done[baseline_mask(done)]
     return None if base.empty else str(base["config_key"].iloc[0])
 
@@ -157,49 +142,83 @@ def per_seed(done: pd.DataFrame, config_key: str, metric: str = "test_accuracy")
     return pd.Series(rows[metric].to_numpy(float), index=rows["seed"].to_numpy())
 
 
-def summary(done: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """One row per configuration, best mean test accuracy first.
+def selection_metric(done: pd.DataFrame) -> str:
+    """What chooses between configurations: validation accuracy where every trial has validation rows, else test
+    accuracy (the tutorial's protocol, optimistic: the report says so)."""
+    has = "validation_accuracy" in done and done["validation_accuracy"].notna().all() and not done.empty
+    return "validation_accuracy" if has else "test_accuracy"
 
-    Columns: the varying axes; `seeds`; for test accuracy, train accuracy and the train-test gap their mean, sd,
-    median, IQM and 95% bootstrap interval of the mean; median best epoch; against the baseline (all regularisers
-    off) the mean difference in test accuracy with its interval, the paired test's p-value, its Holm-adjusted
-    value across all configurations and the probability that a seed does better; and against the best
-    configuration the Holm-adjusted p-value and whether it is statistically indistinguishable from it.
+
+TOLERANCE = 0.005  # a setting within half a point of the best (paired non-inferiority) is as good as the best
+
+
+def summary(done: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """One row per configuration, best mean of the selection metric (`selection_metric`) first.
+
+    Columns: the varying axes; `seeds`; for test accuracy, train accuracy, the train-test gap (and validation
+    accuracy, where there is a validation split) their mean, sd, median, IQM and 95% t interval of the mean;
+    median best epoch, mean epochs run, the share of seeds still improving at the last epoch; against the
+    configuration's own baseline (its context's configuration with the varying regularisers off) the mean
+    difference in test accuracy with its interval, the paired test's p-value, its Holm-adjusted value across all
+    configurations (the exploratory family) and the probability that a seed does better; against the best
+    configuration on the selection metric the Holm-adjusted p-value, whether it is statistically
+    indistinguishable from it (only where a test could be made), whether it is within `TOLERANCE` of it by a
+    paired non-inferiority test, and the probability that it is the best (seeds resampled jointly).
     """
     axes = varying_axes(done)
+    select = selection_metric(done)
+    metrics = [*METRICS, *(["validation_accuracy"] if select == "validation_accuracy" else [])]
     rows = []
     for key, group in done.groupby("config_key", sort=False):
         row = {"config_key": key, **{a: group[a].iloc[0] for a in axes}}
         row["configuration"] = config_label(row, axes)
         row["seeds"] = group["seed"].nunique()
-        for metric in METRICS:
+        for metric in metrics:
             described = stats.describe(group[metric].to_numpy(float), seed)
             row.update({f"{metric}_{k}": v for k, v in described.items() if k != "n"})
+        row.update({c: group[c].iloc[0] for c in group.columns if c.startswith("tuned_")})  # nuisance values chosen
         row["best_epoch_median"] = group["best_epoch"].median()
         row["epochs_run_mean"] = group["epochs_run"].mean()
+        row["still_improving_share"] = group["still_improving"].astype(float).mean()
         rows.append(row)
-    table = pd.DataFrame(rows).sort_values("test_accuracy_mean", ascending=False, kind="stable")
+    table = pd.DataFrame(rows).sort_values(f"{select}_mean", ascending=False, kind="stable")
     table = table.reset_index(drop=True)
+    table["selected_on"] = select
 
-    base = baseline_key(done)
-    columns = ("vs_baseline_difference", "vs_baseline_ci_low", "vs_baseline_ci_high", "vs_baseline_p")
-    if base is None:
-        for c in (*columns, "vs_baseline_p_holm", "vs_baseline_prob_better"):
-            table[c] = np.nan
-        table["vs_baseline_paired"] = pd.NA
-    else:
-        reference = per_seed(done, base)
-        found = [stats.compare(per_seed(done, k), reference, seed) if k != base else None for k in table.config_key]
-        table["vs_baseline_difference"] = [c.difference if c else np.nan for c in found]
-        table["vs_baseline_ci_low"] = [c.ci_low if c else np.nan for c in found]
-        table["vs_baseline_ci_high"] = [c.ci_high if c else np.nan for c in found]
-        table["vs_baseline_p"] = [c.p_value if c else np.nan for c in found]
-        table["vs_baseline_p_holm"] = stats.holm(table["vs_baseline_p"].to_numpy())
-        table["vs_baseline_prob_better"] = [c.prob_better if c else np.nan for c in found]
-        table["vs_baseline_paired"] = [c.paired if c else pd.NA for c in found]
+    base_of = baselines(done)
+    table["baseline_key"] = table["config_key"].map(base_of)
+    found = [
+        stats.compare(per_seed(done, k), per_seed(done, b), seed) if b is not None and b != k else None
+        for k, b in zip(table["config_key"], table["baseline_key"], strict=True)
+    ]
+    table["vs_baseline_difference"] = [c.difference if c else np.nan for c in found]
+    table["vs_baseline_ci_low"] = [c.ci_low if c else np.nan for c in found]
+    table["vs_baseline_ci_high"] = [c.ci_high if c else np.nan for c in found]
+    table["vs_baseline_p"] = [c.p_value if c else np.nan for c in found]
+    table["vs_baseline_p_holm"] = stats.holm(table["vs_baseline_p"].to_numpy())
+    table["vs_baseline_prob_better"] = [c.prob_better if c else np.nan for c in found]
+    table["vs_baseline_paired"] = [c.paired if c else pd.NA for c in found]
 
-    best = per_seed(done, table.config_key.iloc[0])
-    vs_best = [stats.compare(per_seed(done, k), best, seed).p_value for k in table.config_key.iloc[1:]]
-    table["vs_best_p_holm"] = np.r_[np.nan, stats.holm(np.asarray(vs_best))]
-    table["indistinguishable_from_best"] = ~(table["vs_best_p_holm"] < stats.ALPHA)
+    best_key = table.config_key.iloc[0]
+    best = per_seed(done, best_key, select)
+    vs_best = [stats.compare(per_seed(done, k, select), best, seed) for k in table.config_key.iloc[1:]]
+    table["vs_best_p_holm"] = np.r_[np.nan, stats.holm(np.asarray([c.p_value for c in vs_best]))]
+    tested = np.r_[True, [np.isfinite(c.p_value) for c in vs_best]]
+    table["indistinguishable_from_best"] = tested & ~(table["vs_best_p_holm"] < stats.ALPHA)
+    within = [True]
+    for key in table.config_key.iloc[1:]:
+        mine = per_seed(done, key, select)
+        shared = mine.index.intersection(best.index)
+        differences = (mine[shared] - best[shared]).to_numpy()
+        within.append(stats.non_inferior(differences, TOLERANCE).non_inferior)
+    table["within_tolerance_of_best"] = within
+    table["prob_best"] = _probability_best(done, table["config_key"].tolist(), select, seed)
     return table
+
+
+def _probability_best(done: pd.DataFrame, keys: list[str], metric: str, seed: int) -> np.ndarray:
+    """Each configuration's probability of having the best mean, over the seeds every configuration has."""
+    wide = done.pivot_table(index="seed", columns="config_key", values=metric, aggfunc="first")[keys].dropna()
+    if len(wide) < 2:
+        return np.full(len(keys), np.nan)
+    return stats.probability_best(wide.to_numpy(float), rng=np.random.default_rng(seed))

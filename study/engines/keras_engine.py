@@ -53,7 +53,7 @@ def build_model(trial: Trial, data: Split) -> keras.Model:
     opt = trial.space.training.optimizer
     model.compile(
         optimizer=keras.optimizers.Adam(
-            learning_rate=opt.learning_rate, beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon
+            learning_rate=trial.learning_rate, beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon
         ),
         loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
@@ -154,29 +154,55 @@ def callbacks(trial: Trial) -> list[keras.callbacks.Callback]:
     ]
 
 
+class TestCurve(keras.callbacks.Callback):
+    """The test set's loss and accuracy at the end of every epoch, when `validation_data` is the validation set
+    (fit reports only one held-out set per epoch)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        super().__init__()
+        self.x, self.y = x, y
+        self.loss: list[float] = []
+        self.accuracy: list[float] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        metrics = self.model.evaluate(self.x, self.y, verbose=0, return_dict=True)
+        self.loss.append(metrics["loss"])
+        self.accuracy.append(metrics["accuracy"])
+
+
 def train(trial: Trial, data: Split) -> tuple[keras.Model, History]:
-    """Seed, build and fit the trial's model exactly as a Keras user would."""
+    """Seed, build and fit the trial's model exactly as a Keras user would: the validation rows are fit's
+    `validation_data` (what early stopping watches); without them, the test rows are, as in the tutorial."""
     keras.utils.set_random_seed(trial.seed)
     model = build_model(trial, data)
     y_train, y_test = labels(data.y_train, data.n_classes), labels(data.y_test, data.n_classes)
+    test_curve = TestCurve(data.x_test, y_test) if data.has_validation else None
+    held_out = (data.x_val, labels(data.y_val, data.n_classes)) if data.has_validation else (data.x_test, y_test)
     fit = model.fit(
         data.x_train,
         y_train,
-        epochs=trial.space.training.epochs,
-        batch_size=trial.space.training.batch_size,
-        validation_data=(data.x_test, y_test),
+        epochs=trial.epochs,
+        batch_size=trial.batch_size,
+        validation_data=held_out,
         shuffle=True,
-        callbacks=callbacks(trial),
+        callbacks=[*callbacks(trial), *([test_curve] if test_curve else [])],
         verbose=0,
     )
     h = fit.history
-    return model, History(h["loss"], h["accuracy"], h["val_loss"], h["val_accuracy"])
+    if test_curve is None:
+        return model, History(h["loss"], h["accuracy"], h["val_loss"], h["val_accuracy"])
+    return model, History(
+        h["loss"], h["accuracy"], test_curve.loss, test_curve.accuracy, h["val_loss"], h["val_accuracy"]
+    )
 
 
 def evaluate(model: keras.Model, data: Split) -> dict[str, float]:
-    """Final train and test metrics in inference mode (dropout off, batch-norm moving averages)."""
+    """Final train, validation and test metrics in inference mode (dropout off, batch-norm moving averages)."""
+    parts = [("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)]
+    if data.has_validation:
+        parts.append(("validation", data.x_val, data.y_val))
     out = {}
-    for part, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+    for part, x, y in parts:
         metrics = model.evaluate(x, labels(y, data.n_classes), verbose=0, return_dict=True)
         out[f"{part}_accuracy"] = metrics["accuracy"]
         out[f"{part}_loss"] = metrics["loss"]
@@ -200,14 +226,8 @@ class KerasEngine(Engine):
             data = split_for(trial)
             model, history = train(trial, data)
             final = evaluate(model, data)
-            shape = {
-                "n_train": len(data.x_train),
-                "n_test": len(data.x_test),
-                "n_features": data.n_features,
-                "n_classes": data.n_classes,
-            }
             return completed_result(
-                trial, self.name, history, final, shape, time.perf_counter() - start, engine_version=self.version
+                trial, self.name, history, final, data.shape, time.perf_counter() - start, engine_version=self.version
             )
         except Exception as exc:  # a trial's failure is recorded and reported, never swallowed
             return failed_result(trial, self.name, exc, time.perf_counter() - start)
@@ -215,10 +235,11 @@ class KerasEngine(Engine):
             keras.backend.clear_session()
 
     def estimate_seconds(self, space: SearchSpace, n_trials: int) -> tuple[float, str]:
-        data = split_for(space.first_trial())
-        steps = math.ceil(len(data.x_train) / space.training.batch_size)
-        per_epoch = steps * _SECONDS_PER_STEP + _SECONDS_PER_VALIDATION
-        seconds = n_trials * (space.training.epochs * per_epoch + _SECONDS_PER_TRIAL)
+        trial = space.first_trial()
+        data = split_for(trial)
+        steps = math.ceil(len(data.x_train) / trial.batch_size)
+        per_epoch = steps * _SECONDS_PER_STEP + _SECONDS_PER_VALIDATION * (2 if data.has_validation else 1)
+        seconds = n_trials * (trial.epochs * per_epoch + _SECONDS_PER_TRIAL)
         basis = (
             f"~{per_epoch * 1e3:.0f} ms per epoch ({steps} step(s) + validation) as measured for plain "
             f"model.fit on a 2-core machine; early stopping would shorten it"

@@ -58,6 +58,7 @@ class Architecture:
     n_test: int
     filters: tuple[int, ...] = ()
     image_shape: tuple[int, int] | None = None
+    n_validation: int = 0
 
 
 class Params(NamedTuple):

@@ -26,17 +26,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from study.axes import RATE_AXES
 from study.datasets import Split
 from study.engines import masks
 from study.engines.base import Engine, split_for
 from study.engines.batching import BatchSizer
 from study.engines.networks import Architecture, network
-from study.engines.training import Data, Settings, TrainResult, compile_training
+from study.engines.training import METRICS, Data, Settings, TrainResult, compile_training
 from study.machine import cpu_model
 from study.schema import History, TrialResult, completed_result, failed_result
-from study.space import RATE_AXES, SearchSpace, Trial
-
-METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")  # the columns of a history row
+from study.space import SearchSpace, Trial
 
 
 def architecture(trial: Trial, data: Split) -> Architecture:
@@ -52,6 +51,7 @@ def architecture(trial: Trial, data: Split) -> Architecture:
         activation=trial.space.model.activation,
         n_train=len(data.x_train),
         n_test=len(data.x_test),
+        n_validation=data.shape["n_validation"],
     )
 
 
@@ -62,6 +62,7 @@ def hyperparameters(trials: list[Trial], streams: dict[int, str]) -> dict:
     rates = {axis: col(axis).astype(np.float32) for axis in RATE_AXES}
     return {
         **rates,
+        "learning_rate": col("learning_rate").astype(np.float32),
         "max_norm": np.array([t.config["max_norm"] or 0.0 for t in trials], np.float32),
         "l2": col("l2").astype(np.float32),
         "es_on": np.array([e is not None for e in es]),
@@ -74,12 +75,10 @@ def hyperparameters(trials: list[Trial], streams: dict[int, str]) -> dict:
 
 
 def _settings(trials: list[Trial], splits: list[Split], streams: dict[int, str], shuffle: bool) -> Settings:
-    training = trials[0].space.training
-    opt = training.optimizer
+    opt = trials[0].space.training.optimizer
     return Settings(
-        epochs=training.epochs,
-        batch_size=training.batch_size,
-        learning_rate=opt.learning_rate,
+        epochs=trials[0].epochs,
+        batch_size=trials[0].batch_size,
         beta_1=opt.beta_1,
         beta_2=opt.beta_2,
         epsilon=opt.epsilon,
@@ -87,6 +86,7 @@ def _settings(trials: list[Trial], splits: list[Split], streams: dict[int, str],
         max_norm=any(t.config["max_norm"] for t in trials),
         shared_data=all(s is splits[0] for s in splits),
         shuffle=shuffle,
+        validation=splits[0].has_validation,
     )
 
 
@@ -96,10 +96,14 @@ def _labels(y: np.ndarray, n_classes: int) -> np.ndarray:
 
 def _data(splits: list[Split], shared: bool) -> Data:
     """The data of a batch: held once when every trial trains on the same split, else stacked per trial."""
-    parts = [
-        (s.x_train, _labels(s.y_train, s.n_classes), s.x_test, _labels(s.y_test, s.n_classes))
-        for s in (splits[:1] if shared else splits)
-    ]
+
+    def arrays(s: Split) -> tuple[np.ndarray, ...]:
+        x_val, y_val = (s.x_val, s.y_val) if s.has_validation else (s.x_test[:1], s.y_test[:1])  # unused
+        parts = (s.y_train, s.y_test, y_val)
+        y_train, y_test, y_val = (_labels(y, s.n_classes) for y in parts)
+        return s.x_train, y_train, s.x_test, y_test, x_val, y_val
+
+    parts = [arrays(s) for s in (splits[:1] if shared else splits)]
     return Data(*(jnp.asarray(p[0] if shared else np.stack(p)) for p in zip(*parts, strict=True)))
 
 
@@ -176,29 +180,32 @@ class PopulationEngine(Engine):
 
     def batch_size(self, space: SearchSpace) -> int:
         """Trials handed out at once: enough for every architecture group to fill a few batches."""
-        n_architectures = len(space.axis_values()["hidden_units"]) * len(space.axis_values()["batch_norm"])
-        return self.sizer.largest(self._memory_cap(space)) * n_architectures * 2
+        values = space.axis_values()
+        n_groups = np.prod([len(values[a]) for a in ("hidden_units", "batch_norm", "epochs", "batch_size")])
+        return self.sizer.largest(self._memory_cap(space)) * int(n_groups) * 2
 
     def _memory_cap(self, space: SearchSpace) -> int:
         trial = space.first_trial()
         data = split_for(trial)
         widest = max(max(v) for v in space.axis_values()["hidden_units"])
         net = network(architecture(Trial(space, {**trial.config, "hidden_units": (widest,)}, 0), data))
-        return self.sizer.memory_cap(net, len(data.x_train), len(data.x_test), space.training.batch_size)
+        rows = max(len(data.x_test), data.shape["n_validation"])
+        return self.sizer.memory_cap(net, len(data.x_train), rows, max(space.axis_values()["batch_size"]))
 
     def run(self, trials: list[Trial]) -> Iterator[list[TrialResult]]:
-        groups: dict[Architecture, list[tuple[Trial, Split]]] = defaultdict(list)
+        """Trials train together when they share an architecture, epochs and minibatch size (one program)."""
+        groups: dict[tuple[Architecture, int, int], list[tuple[Trial, Split]]] = defaultdict(list)
         failed = []
         for trial in trials:
             try:
                 data = split_for(trial)
-                groups[architecture(trial, data)].append((trial, data))
+                groups[architecture(trial, data), trial.epochs, trial.batch_size].append((trial, data))
             except Exception as exc:
                 failed.append(failed_result(trial, self.name, exc, 0.0))
         if failed:
             yield failed
         cap = self._memory_cap(trials[0].space) if trials else 1
-        for arch, members in groups.items():
+        for (arch, _, _), members in groups.items():
             while members:
                 size = self.sizer.next_size(arch, len(members), cap)
                 part, members = members[:size], members[size:]
@@ -210,31 +217,31 @@ class PopulationEngine(Engine):
             result = train_population(trials, splits, pad_to=size)
         except Exception as exc:  # the whole batch failed: every trial in it is reported
             return [failed_result(t, self.name, exc, time.perf_counter() - start) for t in trials]
-        self.sizer.record(arch, size, result.seconds, trials[0].space.training.epochs)
+        self.sizer.record(arch, size, result.seconds, trials[0].epochs)
         per_trial = (time.perf_counter() - start) / len(trials)
         out = []
         for i, (trial, data) in enumerate(zip(trials, splits, strict=True)):
             n = int(result.epochs_run[i])
-            h = History(*(result.history[:n, i, j] for j in range(4)))
-            metrics = dict(
-                zip(("train_loss", "train_accuracy", "test_loss", "test_accuracy"), result.final[i], strict=True)
+            curves = {m: result.history[:n, i, j] for j, m in enumerate(METRICS)}
+            metrics = dict(zip(METRICS, result.final[i], strict=True))
+            if not data.has_validation:
+                for m in ("validation_loss", "validation_accuracy"):
+                    curves[m] = None
+                    del metrics[m]
+            history = History(**curves)
+            out.append(
+                completed_result(trial, self.name, history, metrics, data.shape, per_trial, engine_version=self.version)
             )
-            shape = {
-                "n_train": len(data.x_train),
-                "n_test": len(data.x_test),
-                "n_features": data.n_features,
-                "n_classes": data.n_classes,
-            }
-            out.append(completed_result(trial, self.name, h, metrics, shape, per_trial, engine_version=self.version))
         return out
 
     def estimate_seconds(self, space: SearchSpace, n_trials: int) -> tuple[float, str]:
         trial = space.first_trial()
         data = split_for(trial)
-        rows = len(data.x_train) + len(data.x_test)
+        rows = len(data.x_train) + len(data.x_test) + data.shape["n_validation"]
         units = network(architecture(trial, data)).activation_units()
         per_row, reference_units, basis = SECONDS_PER_EPOCH_AND_ROW[space.model.family]
-        seconds = n_trials * space.training.epochs * rows * per_row * units / reference_units + 10.0
+        epochs = np.mean(space.axis_values()["epochs"])
+        seconds = n_trials * epochs * rows * per_row * units / reference_units + 10.0
         return seconds, f"{basis}, scaled by epochs x rows x model size"
 
 

@@ -29,18 +29,19 @@ from study.engines.networks import Architecture, Network, network
 
 BN_MOMENTUM = 0.99
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), used by MaxNorm
-TRAIN_LOSS, TRAIN_ACCURACY, TEST_LOSS, TEST_ACCURACY = range(4)  # the columns of a history row
+# The columns of a history row and of the final metrics (the validation ones are NaN without validation rows).
+METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "validation_loss", "validation_accuracy")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What a compiled training loop is specialised for, besides the architecture: the study's training settings,
-    which dropout streams any trial of the batch uses (the others cost nothing), whether any trial has a
-    max-norm, and whether every trial trains on the same data (held once rather than per trial)."""
+    """What a compiled training loop is specialised for, besides the architecture: the batch's training settings
+    (the learning rate is per trial), which dropout streams any trial of the batch uses (the others cost nothing),
+    whether any trial has a max-norm, whether every trial trains on the same data (held once rather than per
+    trial), and whether there are validation rows (then early stopping watches them instead of the test rows)."""
 
     epochs: int
     batch_size: int
-    learning_rate: float
     beta_1: float
     beta_2: float
     epsilon: float
@@ -48,6 +49,7 @@ class Settings:
     max_norm: bool
     shared_data: bool
     shuffle: bool = True
+    validation: bool = False
 
 
 class TrialState(NamedTuple):
@@ -69,12 +71,14 @@ class Data(NamedTuple):
     y_train: jnp.ndarray
     x_test: jnp.ndarray
     y_test: jnp.ndarray
+    x_val: jnp.ndarray  # one empty row without validation rows
+    y_val: jnp.ndarray
 
 
 class TrainResult(NamedTuple):
-    """What training a batch gives: per-epoch history [epochs, T, 4] (columns TRAIN_LOSS ... TEST_ACCURACY, up
-    to the last epoch any trial ran), epochs each trial ran [T], final inference-mode metrics [T, 4], final flat
-    parameters (each [T, ...]), and the seconds it ran."""
+    """What training a batch gives: per-epoch history [epochs, T, 6] (columns `METRICS`, up to the last epoch any
+    trial ran), epochs each trial ran [T], final inference-mode metrics [T, 6], final flat parameters (each
+    [T, ...]), and the seconds it ran."""
 
     history: np.ndarray
     epochs_run: np.ndarray
@@ -107,11 +111,11 @@ class Loop:
 
         return dropout
 
-    def _adam(self, values, grads, m, v, step):
+    def _adam(self, values, grads, m, v, step, learning_rate):
         """Keras 3 Adam, op for op."""
         s = self.settings
         t = (step + 1).astype(jnp.float32)
-        alpha = s.learning_rate * jnp.sqrt(1 - s.beta_2**t) / (1 - s.beta_1**t)
+        alpha = learning_rate * jnp.sqrt(1 - s.beta_2**t) / (1 - s.beta_1**t)
         new_m = [mi + (g - mi) * (1 - s.beta_1) for mi, g in zip(m, grads, strict=True)]
         new_v = [vi + (jnp.square(g) - vi) * (1 - s.beta_2) for vi, g in zip(v, grads, strict=True)]
         new = [w - (mi * alpha) / (jnp.sqrt(vi) + s.epsilon) for w, mi, vi in zip(values, new_m, new_v, strict=True)]
@@ -140,7 +144,7 @@ class Loop:
             return data_loss + net.penalty(p, hyper["l2"]), (correct, batch_stats)
 
         (loss, (correct, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-        new, m, v = self._adam(trainable, grads, state.m, state.v, state.step)
+        new, m, v = self._adam(trainable, grads, state.m, state.v, state.step, hyper["learning_rate"])
         if self.settings.max_norm:
             n_constrained = net.n_kernels - 1  # every kernel but the output layer's
             new[:n_constrained] = [self._max_norm(k, hyper["max_norm"]) for k in new[:n_constrained]]
@@ -166,11 +170,11 @@ class Loop:
         return self.net.evaluate(self.net.params(params), x, y, l2)
 
     @staticmethod
-    def early_stopping(state: TrialState, epoch, test_loss, test_acc, hyper) -> TrialState:
-        """keras.callbacks.EarlyStopping.on_epoch_end: track the best monitored value, count epochs without
-        improvement, stop after `patience` of them (never after the first epoch)."""
+    def early_stopping(state: TrialState, epoch, val_loss, val_acc, hyper) -> TrialState:
+        """keras.callbacks.EarlyStopping.on_epoch_end on fit's held-out set: track the best monitored value, count
+        epochs without improvement, stop after `patience` of them (never after the first epoch)."""
         watch = hyper["es_on"] & state.active
-        current = jnp.where(hyper["es_maximize"], -test_acc, test_loss)
+        current = jnp.where(hyper["es_maximize"], -val_acc, val_loss)
         improved = (current + hyper["es_min_delta"]) < state.best
         take = watch & improved
         wait = jnp.where(take, 0, jnp.where(watch, state.wait + 1, state.wait))
@@ -182,9 +186,17 @@ class Loop:
             active=state.active & ~stop,
         )
 
+    def held_out(self, params: list, data: Data, l2) -> tuple[jnp.ndarray, ...]:
+        """Test loss and accuracy, then validation loss and accuracy (NaN without validation rows)."""
+        test = self.evaluate(params, data.x_test, data.y_test, l2)
+        if not self.settings.validation:
+            return (*test, jnp.float32(jnp.nan), jnp.float32(jnp.nan))
+        return (*test, *self.evaluate(params, data.x_val, data.y_val, l2))
+
     def run_epoch(self, state: TrialState, data: Data, seed, hyper, epoch) -> tuple[TrialState, jnp.ndarray]:
-        """One epoch of one trial: its shuffled minibatches, then the test evaluation and early stopping.
-        Returns the new state and the epoch's history row (train loss and accuracy, test loss and accuracy)."""
+        """One epoch of one trial: its shuffled minibatches, then the held-out evaluations and early stopping
+        (on the validation rows, or on the test rows without them, as fit's validation_data).
+        Returns the new state and the epoch's history row (columns `METRICS`)."""
         size, n_train = self.settings.batch_size, self.arch.n_train
         if self.multiple_steps:
             order = masks.permutation(masks.stream_key(seed, epoch, 0, masks.SHUFFLE_LAYER), n_train)
@@ -208,10 +220,11 @@ class Loop:
             start = self.n_full * size
             state, loss, correct = self.train_step(state, x_all[start:], y_all[start:], seed, epoch, self.n_full, hyper)
             loss_sum, correct_sum = loss_sum + loss * float(self.n_last), correct_sum + correct
-        test_loss, test_acc = self.evaluate(state.params, data.x_test, data.y_test, hyper["l2"])
-        row = jnp.stack([loss_sum / n_train, correct_sum / n_train, test_loss, test_acc])
+        test_loss, test_acc, val_loss, val_acc = self.held_out(state.params, data, hyper["l2"])
+        row = jnp.stack([loss_sum / n_train, correct_sum / n_train, test_loss, test_acc, val_loss, val_acc])
         state = state._replace(epochs_run=jnp.where(was_active, epoch + 1, state.epochs_run))
-        return self.early_stopping(state, epoch, test_loss, test_acc, hyper), row
+        watched = (val_loss, val_acc) if self.settings.validation else (test_loss, test_acc)
+        return self.early_stopping(state, epoch, *watched, hyper), row
 
     # --- the whole training of a batch ---------------------------------------------------------------
 
@@ -224,10 +237,10 @@ class Loop:
     def train_batch(self, params: list, data: Data, seeds, hyper):
         """Train a batch of trials (leading axis T on every argument; on `data` only without shared data)."""
         data_axis = None if self.settings.shared_data else 0
-        epoch_fn = jax.vmap(self.run_epoch, in_axes=(0, Data(*[data_axis] * 4), 0, 0, None))
+        epoch_fn = jax.vmap(self.run_epoch, in_axes=(0, Data(*[data_axis] * 6), 0, 0, None))
         state = jax.vmap(self.initial_state)(params)
         n_trials = seeds.shape[0]
-        history = jnp.zeros((self.settings.epochs, n_trials, 4), jnp.float32)
+        history = jnp.zeros((self.settings.epochs, n_trials, len(METRICS)), jnp.float32)
 
         def not_done(carry):
             state, _, epoch = carry
@@ -245,9 +258,9 @@ class Loop:
             state.best_params, state.params,
         )  # fmt: skip
         evaluate = jax.vmap(self.evaluate, in_axes=(0, data_axis, data_axis, 0))
+        held_out = jax.vmap(self.held_out, in_axes=(0, Data(*[data_axis] * 6), 0))
         train_loss, train_acc = evaluate(final_params, data.x_train, data.y_train, hyper["l2"])
-        test_loss, test_acc = evaluate(final_params, data.x_test, data.y_test, hyper["l2"])
-        final = jnp.stack([train_loss, train_acc, test_loss, test_acc], axis=1)
+        final = jnp.stack([train_loss, train_acc, *held_out(final_params, data, hyper["l2"])], axis=1)
         return history, state.epochs_run, final, final_params
 
 
@@ -264,7 +277,7 @@ def compile_training(arch: Architecture, settings: Settings, devices: list):
     sharded = jax.shard_map(
         loop.train_batch,
         mesh=mesh,
-        in_specs=(trials, Data(*[data_spec] * 4), trials, trials),
+        in_specs=(trials, Data(*[data_spec] * 6), trials, trials),
         out_specs=(PartitionSpec(None, "trials"), trials, trials, trials),
         check_vma=False,
     )

@@ -1,0 +1,389 @@
+"""What a study found, as records: pure functions of the trials table (and the space as run), no drawing, no words.
+
+`report.py` turns these records into sentences; the tests check the records. The protocol they follow:
+
+- Selection (the best configuration, each regulariser's best setting, the recommendation) uses validation
+  accuracy; the test set only measures what was selected. Without a validation split it falls back to test
+  accuracy and `Protocol.optimistic` says so.
+- Each configuration is compared with the unregularised configuration of its own context (same width, learning
+  rate, epochs, ...), paired over seeds.
+- The planned family -- each regulariser alone, at its best setting, against the baseline, in each context -- is
+  corrected (Holm) over its own few comparisons, so 10 seeds can reach significance; every other configuration
+  belongs to the exploratory family, corrected over all of them (the summary table's `vs_baseline_p_holm`).
+- "Probably helps" needs a corrected (Bonferroni) interval that excludes zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from study.analysis import stats
+from study.analysis.tables import (
+    AXIS_NAMES,
+    NUMERIC_AXES,
+    OFF_VALUES,
+    TOLERANCE,
+    baseline_mask,
+    baselines,
+    config_label,
+    context_axes,
+    is_off,
+    level_label,
+    levels,
+    per_seed,
+    selection_metric,
+    varying_axes,
+)
+
+# --- the protocol ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How the study's numbers were obtained: what chose, what measured, what varied between seeds."""
+
+    selection_metric: str  # validation_accuracy, or test_accuracy without a validation split
+    optimistic: bool  # selection and early stopping looked at the test set
+    n_train: int
+    n_validation: int
+    n_test: int
+    test_row_points: float  # one test row's worth of accuracy, in points
+    varied: tuple[str, ...]  # sources of randomness that change with the seed
+    fixed: tuple[str, ...]  # sources that do not
+    settings: tuple[str, ...]  # training settings no axis sweeps: the conclusions hold for these
+    nuisance: tuple[str, ...]  # axes tuned away (best value per setting of the others, on validation)
+
+
+def protocol_info(done: pd.DataFrame, space: dict) -> Protocol:
+    """The protocol record of a study's finished trials and its space as run (the manifest's `space`)."""
+    first = done.iloc[0]
+    split = space.get("dataset", {}).get("split", {})
+    select = selection_metric(done)
+    swept = varying_axes(done)
+    sources = {
+        "initial weights": True,
+        "minibatch order": bool((done["batch_size"] < done["n_train"]).any()),
+        "dropout masks": bool(any((done[a].fillna(0) > 0).any() for a in OFF_VALUES if a.endswith("dropout")
+                                  or a == "dropout_rate")),
+        "train/test split": bool(split.get("per_seed", False)),
+        "data draw": bool(space.get("dataset", {}).get("redraw_data", False)),
+    }  # fmt: skip
+    training = space.get("training", {})
+    optimizer = training.get("optimizer", {})
+    settings = []
+    if "learning_rate" not in swept:
+        settings.append(f"Adam at learning rate {float(first['learning_rate']):g}")
+    if "epochs" not in swept:
+        stopping = " (at most, with early stopping)" if done["early_stopping"].astype(bool).any() else ""
+        settings.append(f"{int(first['epochs'])} epochs{stopping}")
+    if "batch_size" not in swept:
+        settings.append(f"batch size {int(first['batch_size'])}")
+    if "hidden_units" not in swept:
+        settings.append(f"width {first['hidden_units']}")
+    if optimizer and (optimizer.get("beta_1", 0.9), optimizer.get("beta_2", 0.999)) != (0.9, 0.999):
+        settings.append(f"Adam betas {optimizer['beta_1']:g}/{optimizer['beta_2']:g}")
+    n_val = first.get("n_validation")
+    return Protocol(
+        selection_metric=select,
+        optimistic=select == "test_accuracy",
+        n_train=int(first["n_train"]),
+        n_validation=0 if pd.isna(n_val) else int(n_val),
+        n_test=int(first["n_test"]),
+        test_row_points=100.0 / int(first["n_test"]),
+        varied=tuple(k for k, v in sources.items() if v),
+        fixed=tuple(k for k, v in sources.items() if not v),
+        settings=tuple(settings),
+        nuisance=tuple(space.get("nuisance", [])),
+    )
+
+
+# --- nuisance axes -----------------------------------------------------------------------------------------
+
+
+def tune_nuisance(done: pd.DataFrame, nuisance: tuple[str, ...], metric: str) -> pd.DataFrame:
+    """The trials at the best nuisance value for every setting of the other axes (best mean `metric`, which is
+    validation accuracy where there is a validation split): what the report compares when axes are tuned away.
+
+    The nuisance column is blanked (so no analysis sees it as an axis) and its chosen value kept as `tuned_<axis>`.
+    """
+    nuisance = tuple(a for a in nuisance if a in varying_axes(done))
+    if not nuisance:
+        return done
+    others = [a for a in varying_axes(done) if a not in nuisance]
+    first = done.drop_duplicates("config_key").set_index("config_key")
+    first = first.assign(_mean=done.groupby("config_key", sort=False)[metric].mean())
+    if others:
+        keep = first.groupby([first[a].astype(str) for a in others], sort=False)["_mean"].idxmax()
+    else:
+        keep = pd.Series([first["_mean"].idxmax()])
+    tuned = done[done["config_key"].isin(set(keep))].reset_index(drop=True)
+    return tuned.assign(**{f"tuned_{a}": tuned[a] for a in nuisance}, **{a: np.nan for a in nuisance})
+
+
+def tuned_label(row: pd.Series) -> str:
+    """The nuisance values chosen for a configuration, e.g. 'learning rate 0.01'; empty when nothing was tuned."""
+    tuned = [c.removeprefix("tuned_") for c in row.index if c.startswith("tuned_")]
+    return ", ".join(f"{AXIS_NAMES[a]} {level_label(a, row[f'tuned_{a}'])}" for a in tuned)
+
+
+# --- comparisons -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One configuration against its own baseline, on test accuracy (paired over shared seeds)."""
+
+    axis: str  # the regulariser it shows alone (planned family), or "" (exploratory)
+    context: str  # e.g. "width 64" (empty when the study varies no context axis)
+    config_key: str
+    configuration: str
+    baseline_key: str
+    seeds: int
+    paired: bool
+    difference: float  # test accuracy, configuration minus baseline
+    ci_low: float  # corrected for the family (Bonferroni), t interval
+    ci_high: float
+    p_value: float
+    p_adjusted: float  # Holm over the family
+    family_size: int
+    prob_better: float
+    reachable: bool  # can any result of the paired test survive the family's correction at these seeds?
+    verdict: str  # helps, hurts, probably helps, probably hurts, noise
+
+
+def _context_label(row: pd.Series, context: list[str]) -> str:
+    return ", ".join(f"{AXIS_NAMES[a]} {level_label(a, row[a])}" for a in context)
+
+
+def planned_effects(done: pd.DataFrame, seed: int = 0) -> list[Effect]:
+    """Each varying regulariser alone (every other varying regulariser off), at its best setting chosen on the
+    selection metric, against the baseline of its context, on test accuracy: one family, Holm-corrected."""
+    select = selection_metric(done)
+    context = context_axes(done)
+    base_of = baselines(done)
+    axes = varying_axes(done)
+    chosen = []
+    for axis in (a for a in axes if a in OFF_VALUES):
+        alone = done[baseline_mask(done, except_axes=(axis,)) & ~is_off(done, axis)]
+        groups = alone.groupby([alone[a].astype(str) for a in context], sort=False) if context else [("", alone)]
+        for _, rows in groups:
+            key = rows.groupby("config_key")[select].mean().idxmax()
+            base = base_of.get(key)
+            if base is not None:
+                chosen.append((axis, rows[rows.config_key == key].iloc[0], base))
+    return _family(done, chosen, context, axes, seed)
+
+
+def _family(done: pd.DataFrame, chosen: list, context: list[str], axes: list[str], seed: int) -> list[Effect]:
+    m = len(chosen)
+    if not m:
+        return []
+    level = 1 - stats.ALPHA / m  # Bonferroni: simultaneous coverage of the family's intervals
+    found = []
+    for axis, row, base in chosen:
+        treatment, reference = per_seed(done, row.config_key), per_seed(done, base)
+        comparison = stats.compare(treatment, reference, seed)
+        shared = treatment.index.intersection(reference.index)
+        differences = (treatment[shared] - reference[shared]).to_numpy()
+        if comparison.paired:
+            low, high = stats.interval(differences, confidence=level)
+            floor = stats.smallest_p_value_of(differences)
+        else:
+            low, high, floor = comparison.ci_low, comparison.ci_high, np.nan
+        found.append((axis, row, base, comparison, low, high, floor))
+    adjusted = stats.holm(np.array([f[3].p_value for f in found]))
+    effects = []
+    for (axis, row, base, c, low, high, floor), p_adj in zip(found, adjusted, strict=True):
+        reachable = bool(np.isfinite(floor) and significance_reachable(floor, m))
+        effects.append(
+            Effect(
+                axis=axis,
+                context=_context_label(row, context),
+                config_key=str(row.config_key),
+                configuration=config_label(row, axes),
+                baseline_key=str(base),
+                seeds=c.n,
+                paired=c.paired,
+                difference=c.difference,
+                ci_low=low,
+                ci_high=high,
+                p_value=c.p_value,
+                p_adjusted=float(p_adj),
+                family_size=m,
+                prob_better=c.prob_better,
+                reachable=reachable,
+                verdict=_verdict(c.difference, float(p_adj), low, high),
+            )
+        )
+    return effects
+
+
+def significance_reachable(smallest_p: float, comparisons: int) -> bool:
+    """Whether the most extreme result of a test whose floor is `smallest_p` survives Holm over `comparisons`
+    (its first step is Bonferroni): the one rule the conclusions and the power note share."""
+    return smallest_p * comparisons < stats.ALPHA
+
+
+def _verdict(difference: float, p_adjusted: float, low: float, high: float) -> str:
+    direction = "helps" if difference > 0 else "hurts"
+    if p_adjusted < stats.ALPHA:
+        return direction
+    if low > 0 or high < 0:
+        return f"probably {direction}"
+    return "noise"
+
+
+# --- the best configuration and the recommendation ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The settings as good as the best on the selection metric, and the selected one's test result."""
+
+    selected_on: str
+    tolerance: float
+    best_key: str
+    best: str
+    tuned: str  # the nuisance values chosen for the best configuration, e.g. "learning rate 0.01"
+    best_test_mean: float
+    best_test_ci: tuple[float, float]
+    best_selection_mean: float
+    seeds: int
+    as_good: list[str]  # configurations within `tolerance` of the best (paired non-inferiority), best first
+    ranges: dict[str, str]  # per scientific axis: the values among `as_good`, e.g. {"dropout_rate": "0.2-0.5"}
+    prob_best: list[tuple[str, float]]  # the likeliest best configurations, with their probabilities
+    indistinguishable: int  # others not separable from the best by a corrected paired test
+    untested: int  # others with too few shared seeds for any test
+    baseline_test: tuple[float, float, float] | None = None  # the best's own baseline: mean, CI low, CI high
+
+
+def recommendation_info(done: pd.DataFrame, table: pd.DataFrame) -> Recommendation:
+    """From the summary table (best first on the selection metric)."""
+    best = table.iloc[0]
+    good = table[table["within_tolerance_of_best"].astype(bool)]
+    ranges = {}
+    for axis in (a for a in varying_axes(done) if a in OFF_VALUES):
+        values = [v for v in levels(table, axis) if v in set(good[axis]) or (pd.isna(v) and good[axis].isna().any())]
+        names = [level_label(axis, v) for v in values]
+        positions = [levels(table, axis).index(v) for v in values] if not good[axis].isna().any() else []
+        contiguous = len(names) > 2 and positions == list(range(positions[0], positions[0] + len(positions)))
+        if names:
+            ranges[axis] = f"{names[0]}-{names[-1]}" if axis in NUMERIC_AXES and contiguous else ", ".join(names)
+    ranked = table.dropna(subset=["prob_best"]).sort_values("prob_best", ascending=False)
+    prob_best = [(r.configuration, float(r.prob_best)) for r in ranked.head(3).itertuples() if r.prob_best > 0]
+    base = best.baseline_key
+    baseline_test = None
+    if isinstance(base, str) and base != best.config_key:
+        row = table.set_index("config_key").loc[base]
+        baseline_test = (row.test_accuracy_mean, row.test_accuracy_ci_low, row.test_accuracy_ci_high)
+    others = table.iloc[1:]
+    untested = int((~others["indistinguishable_from_best"] & others["vs_best_p_holm"].isna()).sum())
+    return Recommendation(
+        selected_on=str(best.selected_on),
+        tolerance=TOLERANCE,
+        best_key=str(best.config_key),
+        best=str(best.configuration),
+        tuned=tuned_label(best),
+        best_test_mean=float(best.test_accuracy_mean),
+        best_test_ci=(float(best.test_accuracy_ci_low), float(best.test_accuracy_ci_high)),
+        best_selection_mean=float(best[f"{best.selected_on}_mean"]),
+        seeds=int(best.seeds),
+        as_good=good["configuration"].tolist(),
+        ranges=ranges,
+        prob_best=prob_best,
+        indistinguishable=int(others["indistinguishable_from_best"].sum()),
+        untested=untested,
+        baseline_test=baseline_test,
+    )
+
+
+# --- where the variance is ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VarianceFindings:
+    """ANOVA shares of test accuracy, and the seed noise measured on its own."""
+
+    shares: stats.VarianceShares
+    seed_noise: float  # share of the total sum of squares within configurations (seed to seed)
+    residual_is_seed_noise: bool  # the ANOVA has no 3-way or higher terms to fold into its residual
+
+
+def variance_info(done: pd.DataFrame, axes: list[str]) -> VarianceFindings:
+    """Raises ValueError when there are too few trials for the model's degrees of freedom."""
+    shared_seeds = done.groupby("seed")["config_key"].nunique().gt(1).all() and done["seed"].nunique() > 1
+    shares = stats.variance_explained(done, "test_accuracy", axes, block="seed" if shared_seeds else None)
+    y = done["test_accuracy"].to_numpy(float)
+    total = float(((y - y.mean()) ** 2).sum())
+    within = float(done.groupby("config_key")["test_accuracy"].transform(lambda v: (v - v.mean()) ** 2).sum())
+    return VarianceFindings(shares, within / total if total > 0 else np.nan, residual_is_seed_noise=len(axes) <= 2)
+
+
+# --- power -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Power:
+    spread: float  # typical seed-to-seed sd of a paired difference (test accuracy)
+    seeds: int
+    comparisons: int  # the planned family's size
+    single: float  # smallest difference one paired comparison detects 80% of the time
+    corrected: float  # the same after correcting for the family
+    reachable: bool  # can the family's correction be passed at all with these seeds
+
+
+def power_info(done: pd.DataFrame, table: pd.DataFrame, planned: list[Effect]) -> Power | None:
+    base_of = table.set_index("config_key")["baseline_key"]
+    spreads = []
+    for key, base in base_of.items():
+        if isinstance(base, str) and base != key:
+            mine, ref = per_seed(done, key), per_seed(done, base)
+            shared = mine.index.intersection(ref.index)
+            if len(shared) >= 2:
+                spreads.append(float(np.std((mine[shared] - ref[shared]).to_numpy(), ddof=1)))
+    if not spreads or not planned:
+        return None
+    spread = float(np.median(spreads))
+    n = int(table["seeds"].median())
+    m = len(planned)
+    return Power(
+        spread=spread,
+        seeds=n,
+        comparisons=m,
+        single=stats.minimum_detectable_difference(spread, n),
+        corrected=stats.minimum_detectable_difference(spread, n, alpha=stats.ALPHA / m),
+        reachable=significance_reachable(stats.smallest_p_value(n), m),
+    )
+
+
+@dataclass
+class Findings:
+    """Everything the report says, computed once."""
+
+    protocol: Protocol
+    planned: list[Effect]
+    recommendation: Recommendation
+    variance: VarianceFindings | None
+    power: Power | None
+    notes: list[str] = field(default_factory=list)
+
+
+# --- the isolation plot (Google's tuning playbook) ---------------------------------------------------------
+
+TUNED = "best per setting"
+
+
+def isolation_info(done: pd.DataFrame, axis: str, nuisance: str, metric: str) -> pd.DataFrame:
+    """Test accuracy against the scientific `axis` at each fixed value of the `nuisance` axis, and at the nuisance
+    value that is best (on `metric`) for each setting of `axis`: the tidy rows (axis value, curve, seed,
+    test_accuracy) of the playbook's isolation plot. Other varying regularisers are held off."""
+    rows = done[baseline_mask(done, except_axes=(axis,))]
+    fixed = rows.assign(curve=rows[nuisance].map(lambda v: f"{AXIS_NAMES[nuisance]} {level_label(nuisance, v)}"))
+    means = rows.groupby("config_key")[metric].mean()
+    best = rows.assign(_mean=rows["config_key"].map(means)).groupby(axis, dropna=False)["_mean"].transform("max")
+    tuned = rows[rows["config_key"].map(means) == best].assign(curve=TUNED)
+    columns = [axis, "curve", "seed", "test_accuracy", nuisance]
+    return pd.concat([fixed[columns], tuned[columns]], ignore_index=True)

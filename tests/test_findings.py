@@ -1,0 +1,178 @@
+"""The analysis' findings on synthetic tables whose answer is known: baselines per architecture, a regulariser on
+in every trial, selection on validation, the residual's label, untestable configurations, nuisance tuning."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from study.analysis import findings, stats
+from study.analysis.tables import completed, summary
+from study.axes import AXES, AXIS
+from study.schema import COMPLETED
+
+
+def synthetic(grid: dict[str, list], seeds: int, accuracy, validation=None, rng_seed: int = 0) -> pd.DataFrame:
+    """A finished study's table: every (configuration, seed) of `grid` (other axes at their defaults), test accuracy
+    `accuracy(config, seed, rng)`, and validation accuracy `validation(config, seed, rng)` when given."""
+    rng = np.random.default_rng(rng_seed)
+    defaults = {a: (AXIS[a].off if AXIS[a].scientific else None) for a in AXES}
+    defaults.update(hidden_units="8", learning_rate=1e-3, epochs=100, batch_size=32)
+    rows = []
+    names = list(grid)
+    for seed in range(seeds):
+        for values in itertools.product(*grid.values()):
+            config = {**defaults, **dict(zip(names, values, strict=True))}
+            key = "-".join(f"{k}{v}" for k, v in config.items() if k in names)
+            test = accuracy(config, seed, rng)
+            rows.append(
+                {
+                    **config,
+                    "config_key": key,
+                    "trial_key": f"{key}-s{seed}",
+                    "seed": seed,
+                    "status": COMPLETED,
+                    "test_accuracy": test,
+                    "train_accuracy": 1.0,
+                    "validation_accuracy": validation(config, seed, rng) if validation else np.nan,
+                    "best_epoch": 50,
+                    "epochs_run": 100,
+                    "still_improving": False,
+                    "n_train": 300,
+                    "n_validation": 100 if validation else 0,
+                    "n_test": 200,
+                }
+            )
+    return completed(pd.DataFrame(rows))
+
+
+def seed_effect(seed: int) -> float:
+    return 0.01 * (seed % 5)
+
+
+def test_each_width_is_compared_with_its_own_unregularised_run() -> None:
+    # The wide network is 5 points better whatever the dropout; dropout itself does nothing.
+    def accuracy(config, seed, rng):
+        return 0.80 + (0.05 if config["hidden_units"] == "64" else 0) + seed_effect(seed) + rng.normal(0, 0.002)
+
+    done = synthetic({"dropout_rate": [0.0, 0.5], "hidden_units": ["8", "64"]}, 10, accuracy)
+    table = summary(done).set_index("config_key")
+    wide_dropout = table.loc["dropout_rate0.5-hidden_units64"]
+    assert wide_dropout.baseline_key == "dropout_rate0.0-hidden_units64"
+    assert abs(wide_dropout.vs_baseline_difference) < 0.005  # not the +5 points of the width
+    planned = findings.planned_effects(done)
+    assert sorted(e.context for e in planned) == ["width 64", "width 8"]
+    assert all(e.verdict == "noise" for e in planned)
+
+
+def test_a_regulariser_on_in_every_trial_still_leaves_a_baseline() -> None:
+    # Early stopping is on in every trial (as in the overfitting Q&A's set-up): it is part of the baseline.
+    def accuracy(config, seed, rng):
+        return 0.80 + 0.04 * (config["dropout_rate"] > 0) + seed_effect(seed) + rng.normal(0, 0.002)
+
+    done = synthetic({"dropout_rate": [0.0, 0.5], "early_stopping": [True]}, 10, accuracy)
+    table = summary(done)
+    assert table["baseline_key"].notna().all()
+    (effect,) = findings.planned_effects(done)
+    assert effect.verdict == "helps" and effect.difference == pytest.approx(0.04, abs=0.003)
+    assert findings.power_info(done, table, [effect]) is not None
+
+
+def test_selection_uses_validation_and_reports_the_test_result_of_what_it_chose() -> None:
+    # Dropout 0.2 is best on validation; dropout 0.5 happens to read best on test. The report picks 0.2.
+    def validation(config, seed, rng):
+        return 0.80 + {0.0: 0.0, 0.2: 0.03, 0.5: 0.01}[config["dropout_rate"]] + rng.normal(0, 0.002)
+
+    def accuracy(config, seed, rng):
+        return 0.80 + {0.0: 0.0, 0.2: 0.01, 0.5: 0.03}[config["dropout_rate"]] + rng.normal(0, 0.002)
+
+    done = synthetic({"dropout_rate": [0.0, 0.2, 0.5]}, 8, accuracy, validation)
+    table = summary(done)
+    assert table["selected_on"].iloc[0] == "validation_accuracy"
+    recommendation = findings.recommendation_info(done, table)
+    assert recommendation.best == "dropout 0.2"
+    assert recommendation.best_test_mean == pytest.approx(0.81, abs=0.003)
+    (effect,) = findings.planned_effects(done)
+    assert effect.configuration == "dropout 0.2"
+    protocol = findings.protocol_info(done, {})
+    assert not protocol.optimistic and protocol.test_row_points == pytest.approx(0.5)
+
+
+def test_without_validation_rows_the_protocol_says_selection_used_the_test_set() -> None:
+    done = synthetic({"dropout_rate": [0.0, 0.5]}, 4, lambda c, s, r: 0.8 + r.normal(0, 0.01))
+    protocol = findings.protocol_info(done, {"dataset": {"split": {"per_seed": True}}})
+    assert protocol.optimistic and protocol.selection_metric == "test_accuracy"
+    assert "train/test split" in protocol.varied and "data draw" in protocol.fixed
+    assert "Adam at learning rate 0.001" in protocol.settings
+
+
+def test_the_anova_residual_is_not_called_seed_noise_when_it_holds_three_way_interactions() -> None:
+    def accuracy(config, seed, rng):
+        return 0.8 + 0.02 * config["dropout_rate"] + rng.normal(0, 0.01)
+
+    grid = {"dropout_rate": [0.0, 0.5], "input_dropout": [0.0, 0.2], "l2": [0.0, 0.01]}
+    done = synthetic(grid, 6, accuracy)
+    three = findings.variance_info(done, list(grid))
+    assert not three.residual_is_seed_noise
+    y = done["test_accuracy"]
+    within = done.groupby("config_key")["test_accuracy"].transform(lambda v: v - v.mean())
+    assert three.seed_noise == pytest.approx((within**2).sum() / ((y - y.mean()) ** 2).sum())
+    assert findings.variance_info(done, ["dropout_rate", "l2"]).residual_is_seed_noise
+
+
+def test_a_configuration_with_too_few_seeds_is_untested_not_indistinguishable() -> None:
+    done = synthetic({"dropout_rate": [0.0, 0.2, 0.5]}, 6, lambda c, s, r: 0.8 + 0.05 * c["dropout_rate"])
+    done = done[~((done["dropout_rate"] == 0.0) & (done["seed"] > 0))]  # the baseline has one seed
+    table = summary(done).set_index("config_key")
+    assert not table.loc["dropout_rate0.0", "indistinguishable_from_best"]
+    recommendation = findings.recommendation_info(done, summary(done))
+    assert recommendation.untested == 1
+
+
+def test_seeds_without_a_difference_raise_the_floor_of_the_signed_rank_test() -> None:
+    # Two of seven seeds come out exactly equal (a common thing with 70 test rows): the signed-rank test drops them,
+    # so its floor is that of five pairs, 2/2**5 > 0.05, and significance is out of reach, which 2/2**7 hid.
+    def accuracy(config, seed, rng):
+        return 0.8 + seed_effect(seed) + (0.01 * (seed > 1) if config["dropout_rate"] > 0 else 0.0)
+
+    done = synthetic({"dropout_rate": [0.0, 0.5]}, 7, accuracy)
+    differences = np.array([0, 0, 0.01, 0.01, 0.01, 0.01, 0.01])
+    assert stats.smallest_p_value_of(differences) == pytest.approx(stats.smallest_p_value(5))
+    (dropout,) = findings.planned_effects(done)
+    assert not dropout.reachable and dropout.verdict == "probably helps"
+    assert findings.significance_reachable(stats.smallest_p_value(7), 1)  # what the old floor claimed
+
+
+def test_power_note_and_conclusions_share_one_reachability_rule() -> None:
+    def accuracy(config, seed, rng):
+        return 0.8 + 0.03 * (config["dropout_rate"] > 0) + rng.normal(0, 0.005)
+
+    for seeds in (4, 5, 6, 10):
+        done = synthetic({"dropout_rate": [0.0, 0.2, 0.5], "l2": [0.0, 0.001]}, seeds, accuracy)
+        table = summary(done)
+        planned = findings.planned_effects(done)
+        power = findings.power_info(done, table, planned)
+        assert power.reachable == all(e.reachable for e in planned), seeds
+
+
+def test_a_nuisance_axis_is_tuned_per_setting_on_validation() -> None:
+    # The best learning rate moves with dropout: 1e-3 without dropout, 1e-2 with it.
+    def validation(config, seed, rng):
+        best = 1e-2 if config["dropout_rate"] > 0 else 1e-3
+        return 0.85 - (0.0 if config["learning_rate"] == best else 0.05) + rng.normal(0, 0.002)
+
+    def accuracy(config, seed, rng):
+        return validation(config, seed, rng)
+
+    done = synthetic({"dropout_rate": [0.0, 0.5], "learning_rate": [1e-3, 1e-2]}, 5, accuracy, validation)
+    tuned = findings.tune_nuisance(done, ("learning_rate",), "validation_accuracy")
+    chosen = tuned.drop_duplicates("config_key").set_index("dropout_rate")["tuned_learning_rate"]
+    assert tuned["learning_rate"].isna().all()  # no longer an axis of the tuned table
+    assert chosen.to_dict() == {0.0: 1e-3, 0.5: 1e-2}
+    rows = findings.isolation_info(done, "dropout_rate", "learning_rate", "validation_accuracy")
+    best = rows[rows["curve"] == findings.TUNED].drop_duplicates("dropout_rate").set_index("dropout_rate")
+    assert best["learning_rate"].to_dict() == {0.0: 1e-3, 0.5: 1e-2}
+    assert set(rows["curve"]) == {findings.TUNED, "learning rate 0.001", "learning rate 0.01"}
