@@ -176,3 +176,16 @@ def test_a_nuisance_axis_is_tuned_per_setting_on_validation() -> None:
     best = rows[rows["curve"] == findings.TUNED].drop_duplicates("dropout_rate").set_index("dropout_rate")
     assert best["learning_rate"].to_dict() == {0.0: 1e-3, 0.5: 1e-2}
     assert set(rows["curve"]) == {findings.TUNED, "learning rate 0.001", "learning rate 0.01"}
+
+
+def test_max_t_adjusts_the_exploratory_family_where_every_configuration_has_every_seed() -> None:
+    def accuracy(config, seed, rng):
+        return 0.8 + 0.03 * (config["dropout_rate"] == 0.5) + seed_effect(seed) + rng.normal(0, 0.003)
+
+    done = synthetic({"dropout_rate": [0.0, 0.2, 0.5], "l2": [0.0, 0.001]}, 10, accuracy)
+    table = summary(done).set_index("config_key")
+    assert table.loc["dropout_rate0.5-l20.0", "vs_baseline_p_maxt"] < 0.01
+    assert table.loc["dropout_rate0.2-l20.001", "vs_baseline_p_maxt"] > 0.05
+    assert np.isnan(table.loc["dropout_rate0.0-l20.0", "vs_baseline_p_maxt"])  # the baseline itself
+    holes = summary(done.iloc[1:])  # one trial missing: no max-T
+    assert holes["vs_baseline_p_maxt"].isna().all()

@@ -37,6 +37,7 @@ from study.analysis.tables import (
     selection_metric,
     varying_axes,
 )
+from study.axes import RATE_AXES
 
 # --- the protocol ------------------------------------------------------------------------------------------
 
@@ -66,11 +67,10 @@ def protocol_info(done: pd.DataFrame, space: dict) -> Protocol:
     sources = {
         "initial weights": True,
         "minibatch order": bool((done["batch_size"] < done["n_train"]).any()),
-        "dropout masks": bool(any((done[a].fillna(0) > 0).any() for a in OFF_VALUES if a.endswith("dropout")
-                                  or a == "dropout_rate")),
+        "dropout masks": bool((done[list(RATE_AXES)].fillna(0) > 0).to_numpy().any()),
         "train/test split": bool(split.get("per_seed", False)),
         "data draw": bool(space.get("dataset", {}).get("redraw_data", False)),
-    }  # fmt: skip
+    }
     training = space.get("training", {})
     optimizer = training.get("optimizer", {})
     settings = []

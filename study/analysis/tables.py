@@ -124,10 +124,10 @@ def baselines(done: pd.DataFrame) -> dict[str, str | None]:
     varying regulariser off; None where the grid has no such configuration."""
     context = context_axes(done)
     first = done.drop_duplicates("config_key")
-    base_rows = first[baseline_mask(first)]
-    label = lambda frame: frame[context].astype(str).agg("|".join, axis=1) if context else pd.Series("", frame.index)  # noqa: E731
-    base_of_context = dict(zip(label(base_rows), base_rows["config_key"], strict=True))
-    return {key: base_of_context.get(ctx) for key, ctx in zip(first["config_key"], label(first), strict=True)}
+    contexts = [tuple(str(v) for v in values) for values in first[context].itertuples(index=False)]
+    is_base = baseline_mask(first).to_numpy()
+    base_of_context = {c: key for c, key, base in zip(contexts, first["config_key"], is_base, strict=True) if base}
+    return {key: base_of_context.get(c) for key, c in zip(first["config_key"], contexts, strict=True)}
 
 
 def baseline_key(done: pd.DataFrame) -> str | None:
@@ -198,6 +198,7 @@ def summary(done: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     table["vs_baseline_p_holm"] = stats.holm(table["vs_baseline_p"].to_numpy())
     table["vs_baseline_prob_better"] = [c.prob_better if c else np.nan for c in found]
     table["vs_baseline_paired"] = [c.paired if c else pd.NA for c in found]
+    table["vs_baseline_p_maxt"] = _max_t(done, table, seed)
 
     best_key = table.config_key.iloc[0]
     best = per_seed(done, best_key, select)
@@ -222,3 +223,22 @@ def _probability_best(done: pd.DataFrame, keys: list[str], metric: str, seed: in
     if len(wide) < 2:
         return np.full(len(keys), np.nan)
     return stats.probability_best(wide.to_numpy(float), rng=np.random.default_rng(seed))
+
+
+def _max_t(done: pd.DataFrame, table: pd.DataFrame, seed: int) -> np.ndarray:
+    """Westfall-Young max-T adjusted p-values of every configuration against its baseline (sign flips of whole
+    seeds keep the comparisons' correlation, so it is less conservative than Holm); NaN unless every configuration
+    has every seed."""
+    wide = done.pivot_table(index="seed", columns="config_key", values="test_accuracy", aggfunc="first")
+    out = np.full(len(table), np.nan)
+    pairs = [
+        (i, k, b)
+        for i, (k, b) in enumerate(zip(table["config_key"], table["baseline_key"], strict=True))
+        if isinstance(b, str) and b != k
+    ]
+    if not pairs or len(wide) < 2 or wide.isna().any().any():
+        return out
+    differences = np.column_stack([(wide[k] - wide[b]).to_numpy(float) for _, k, b in pairs])
+    adjusted = stats.max_t_adjusted(differences, rng=np.random.default_rng(seed))
+    out[[i for i, _, _ in pairs]] = adjusted
+    return out
