@@ -415,11 +415,16 @@ def _recommendation_sentence(r: findings.Recommendation, protocol: findings.Prot
         mean, low, high = r.baseline_test
         text += f" against {mean:.3f} ({low:.3f} to {high:.3f}) for its unregularised baseline"
     text += "."
-    if r.ranges:
+    if len(r.as_good) > 1:
         spans = "; ".join(f"{AXIS_NAMES[a]} {v}" for a, v in r.ranges.items())
         text += (
-            f" {len(r.as_good)} configuration(s) are within {100 * r.tolerance:.1f} points of it on {chosen} "
-            f"(paired non-inferiority, one-sided 95%), spanning {spans}."
+            f" {len(r.as_good) - 1} other configuration(s) are within {100 * r.tolerance:.1f} points of it on "
+            f"{chosen} (paired non-inferiority, one-sided 95%): together they span {spans}."
+        )
+    else:
+        text += (
+            f" No other configuration is shown to be within {100 * r.tolerance:.1f} points of it on {chosen} (paired "
+            "non-inferiority, one-sided 95%)."
         )
     if r.prob_best:
         text += (
