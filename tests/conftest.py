@@ -62,5 +62,9 @@ def fake_result(
         test_accuracy=np.clip(ramp * test_accuracy + rng.normal(0, 0.01, epochs), 0, 1),
     )
     final = {"train_accuracy": 1.0, "train_loss": 0.01, "test_accuracy": test_accuracy, "test_loss": 0.5}
-    shape = {"n_train": 30, "n_test": 70, "n_features": 2, "n_classes": 2}
+    shape = {"n_train": 30, "n_validation": 0, "n_test": 70, "n_features": 2, "n_classes": 2}
+    if trial.space.dataset.split.validation_size:  # validation accuracy tracks test accuracy, with its own noise
+        history.validation_loss, history.validation_accuracy = history.test_loss, history.test_accuracy + 0.01
+        final.update(validation_accuracy=test_accuracy + rng.normal(0, 0.005), validation_loss=0.5)
+        shape["n_validation"] = trial.space.dataset.split.validation_size
     return completed_result(trial, engine, history, final, shape, wall_time_s=0.01, engine_version=engine_version)

@@ -196,3 +196,24 @@ def test_a_damaged_study_is_refused_before_the_report_writes_anything(tmp_path, 
     proc = subprocess.run([PYTHON, "-m", "study", "report", str(target)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert not (folder / "summary.csv").exists() and not (folder / "report.md").exists()
+
+
+def test_results_written_before_validation_columns_existed_still_report(tmp_path) -> None:
+    folder = make_study(tmp_path, tiny_space_dict(axes={"dropout_rate": [0.0, 0.5]}, seeds=4), accuracy=noisy(0.05))
+    new_columns = ["n_validation", "validation_accuracy", "validation_loss", "still_improving"]
+    for path in (folder / "batches").glob("*.csv"):
+        pd.read_csv(path).drop(columns=new_columns).to_csv(path, index=False)
+    for path in (folder / "curves").glob("*.parquet"):
+        pd.read_parquet(path).drop(columns=["validation_loss", "validation_accuracy"]).to_parquet(path)
+    report = build_report(folder)["report"].read_text()
+    assert "there is no validation split" in report and "**Dropout alone**" in report
+
+
+def test_with_a_validation_split_the_report_says_the_test_set_only_measured(tmp_path) -> None:
+    split = {"train_size": 40, "validation_size": 10}
+    space = tiny_space_dict(dataset={"name": "circles", "split": split}, axes={"dropout_rate": [0.0, 0.5]}, seeds=4)
+    folder = make_study(tmp_path, space, accuracy=noisy(0.05))
+    text = build_report(folder)["report"].read_text()
+    assert "10 of the training rows are held out for validation" in text
+    assert "chosen on validation accuracy" in text and "winner's curse" not in text
+    assert pd.read_csv(folder / "summary.csv")["selected_on"].eq("validation_accuracy").all()
