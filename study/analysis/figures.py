@@ -28,7 +28,8 @@ def T_INTERVAL(values: pd.Series) -> tuple[float, float]:  # noqa: N802  (seabor
     return (mean, mean) if np.isnan(low) else (low, high)
 
 
-SPLIT_COLOURS = {"test": "#1f77b4", "train": "#ff7f0e"}
+SPLIT_COLOURS = {"test": "#1f77b4", "train": "#ff7f0e", "validation": "#2ca02c"}
+SPLIT_LINES = {"test": "-", "train": "--", "validation": ":"}
 SPLIT_DASHES = {"test": "", "train": (4, 2)}
 MAX_CURVE_POINTS = 500
 DPI = 120
@@ -134,7 +135,8 @@ def heatmap(trials: pd.DataFrame, x: str, y: str, path: Path, note: str = "") ->
 
 
 def learning_curves(curves: pd.DataFrame, panels: dict[str, list[str]], path: Path) -> Path:
-    """Train (dashed) and test (solid) accuracy per epoch, one panel per configuration.
+    """Train (dashed), test (solid) and, where recorded, validation (dotted) accuracy per epoch, one panel per
+    configuration.
 
     Each panel shows the mean over the configuration's seeds with a 95% band (mean ± 1.96 standard errors).
     `panels` maps a panel title to the trial keys (seeds) of one configuration.
@@ -144,15 +146,16 @@ def learning_curves(curves: pd.DataFrame, panels: dict[str, list[str]], path: Pa
     axes = np.atleast_1d(axes)
     for ax, (title, keys) in zip(axes, panels.items(), strict=True):
         part = curves[curves["trial_key"].isin(keys)]
-        by_epoch = part.groupby("epoch")[["train_accuracy", "test_accuracy"]].agg(["mean", "std", "count"])
+        splits = ["train", "test", *(["validation"] if part["validation_accuracy"].notna().any() else [])]
+        by_epoch = part.groupby("epoch")[[f"{split}_accuracy" for split in splits]].agg(["mean", "std", "count"])
         epochs = by_epoch.index.to_numpy()
         step = max(1, len(epochs) // MAX_CURVE_POINTS)
         shown = np.unique(np.r_[np.arange(0, len(epochs), step), len(epochs) - 1])
-        for split in ("train", "test"):
+        for split in splits:
             s = by_epoch[f"{split}_accuracy"].iloc[shown]
             half = 1.96 * s["std"].fillna(0) / np.sqrt(s["count"])
             x = epochs[shown]
-            ax.plot(x, s["mean"], color=SPLIT_COLOURS[split], ls="--" if split == "train" else "-", label=split)
+            ax.plot(x, s["mean"], color=SPLIT_COLOURS[split], ls=SPLIT_LINES[split], label=split)
             ax.fill_between(x, s["mean"] - half, s["mean"] + half, color=SPLIT_COLOURS[split], alpha=0.2, lw=0)
         ax.set_title(f"{_wrap(title)}\n({len(keys)} seeds)", fontsize=11)
         ax.set_xlabel("Epoch")

@@ -371,6 +371,48 @@ class Findings:
     notes: list[str] = field(default_factory=list)
 
 
+# --- what the figures show -------------------------------------------------------------------------------
+
+
+def curve_panels(done: pd.DataFrame, table: pd.DataFrame, chosen: list[str]) -> dict[str, str]:
+    """The learning-curve panels, config key -> title: the baseline, the best configuration, the best dropout-only
+    one (both on the selection metric) and the user's `chosen` ones, each once."""
+    axes = varying_axes(done)
+    wanted: dict[str, str] = {}
+    base = table.loc[table["baseline_key"] == table["config_key"], "config_key"]
+    if not base.empty:
+        wanted[str(base.iloc[0])] = "No regularisation"
+    wanted.setdefault(str(table["config_key"].iloc[0]), f"Best: {table['configuration'].iloc[0]}")
+    dropout_only = table[
+        table["config_key"].isin(done.loc[baseline_mask(done, except_axes=("dropout_rate",)), "config_key"])
+        & (table.get("dropout_rate", pd.Series(0.0, index=table.index)).fillna(0) > 0)
+    ]
+    if not dropout_only.empty:  # the table is sorted best first
+        wanted.setdefault(
+            str(dropout_only["config_key"].iloc[0]), f"Best dropout-only: {dropout_only['configuration'].iloc[0]}"
+        )
+    for key in chosen:
+        wanted.setdefault(key, f"Chosen: {config_label(done[done.config_key == key].iloc[0], axes)}")
+    return wanted
+
+
+def paired_differences(done: pd.DataFrame, table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per-seed test-accuracy differences of `keys` against each one's own baseline (shared seeds only):
+    config_key, seed, difference."""
+    base_of = table.set_index("config_key")["baseline_key"]
+    frames = []
+    for key in keys:
+        base = base_of.get(key)
+        if not isinstance(base, str) or base == key:
+            continue
+        mine, reference = per_seed(done, key), per_seed(done, base)
+        shared = mine.index.intersection(reference.index)
+        difference = (mine[shared] - reference[shared]).to_numpy()
+        frames.append(pd.DataFrame({"config_key": key, "seed": shared, "difference": difference}))
+    empty = pd.DataFrame(columns=["config_key", "seed", "difference"])
+    return pd.concat(frames, ignore_index=True) if frames else empty
+
+
 # --- the isolation plot (Google's tuning playbook) ---------------------------------------------------------
 
 TUNED = "best per setting"

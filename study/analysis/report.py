@@ -16,14 +16,11 @@ from study.analysis.tables import (
     OFF_VALUES,
     TOLERANCE,
     baseline_key,
-    baseline_mask,
     completed,
-    config_label,
     engines_used,
     hold_others_off,
     is_off,
     level_label,
-    per_seed,
     summary,
     varying_axes,
 )
@@ -218,46 +215,19 @@ def _heatmaps(report: Report, done: pd.DataFrame, axes: list[str], out_dir: Path
 def _learning_curves(
     report: Report, store: ResultsStore, done: pd.DataFrame, table: pd.DataFrame, axes, chosen, out_dir: Path
 ) -> None:
-    """Baseline, best, best dropout-only and the chosen configurations, each once."""
-    wanted: dict[str, str] = {}
-    base = baseline_key(done)
-    if base is not None:
-        wanted[base] = "No regularisation"
-    wanted.setdefault(table["config_key"].iloc[0], f"Best: {table['configuration'].iloc[0]}")
-    dropout_only = done[baseline_mask(done, except_axes=("dropout_rate",)) & (done["dropout_rate"] > 0)]
-    if not dropout_only.empty:
-        key = dropout_only.groupby("config_key")["test_accuracy"].mean().idxmax()
-        wanted.setdefault(key, f"Best dropout-only: {config_label(done[done.config_key == key].iloc[0], axes)}")
-    for key in chosen:
-        wanted.setdefault(key, f"Chosen: {config_label(done[done.config_key == key].iloc[0], axes)}")
+    wanted = findings.curve_panels(done, table, chosen)
     panels = {title: done.loc[done["config_key"] == key, "trial_key"].tolist() for key, title in wanted.items()}
     path = figures.learning_curves(
         store.curves([k for ks in panels.values() for k in ks]), panels, out_dir / "learning_curves.png"
     )
+    validation = " and validation (dotted)" if table["selected_on"].iloc[0] == "validation_accuracy" else ""
     caption = (
-        "Train (dashed, with dropout active, as Keras reports it) and test (solid) accuracy per epoch: mean over "
-        "seeds and a 95% band (mean ± 1.96 standard errors). Panels: " + "; ".join(panels) + "."
+        f"Train (dashed, with dropout active, as Keras reports it), test (solid){validation} accuracy per epoch: mean "
+        "over seeds and a 95% band (mean ± 1.96 standard errors). Panels: " + "; ".join(panels) + "."
     )
-    if base is None:
+    if baseline_key(done) is None:
         report.skipped.append("The learning curves have no unregularised panel: the grid has no such configuration.")
     report.figure("learning_curves", "Learning curves", path, caption)
-
-
-def _paired_differences(done: pd.DataFrame, base_of: pd.Series, keys: list[str]) -> pd.DataFrame:
-    """Per-seed test-accuracy differences against each configuration's own baseline (shared seeds only):
-    config_key, seed, difference."""
-    frames = []
-    for key in keys:
-        if not isinstance(base_of.get(key), str) or base_of[key] == key:
-            continue
-        mine, reference = per_seed(done, key), per_seed(done, base_of[key])
-        shared = mine.index.intersection(reference.index)
-        frames.append(
-            pd.DataFrame({"config_key": key, "seed": shared, "difference": (mine - reference)[shared].to_numpy()})
-        )
-    return (
-        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["config_key", "seed", "difference"])
-    )
 
 
 def _spread_figures(report: Report, done: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> None:
@@ -273,7 +243,7 @@ def _spread_figures(report: Report, done: pd.DataFrame, table: pd.DataFrame, out
     if base is None:
         report.skipped.append("No paired-difference figure: the grid has no unregularised baseline.")
         return
-    diffs = _paired_differences(done, table.set_index("config_key")["baseline_key"], list(labels))
+    diffs = findings.paired_differences(done, table, list(labels))
     if diffs.empty:
         report.skipped.append("No paired-difference figure: no configuration shares seeds with the baseline.")
         return
