@@ -121,6 +121,21 @@ class Axis:
         """A trial's value as trials.csv holds it (widths as '500-250')."""
         return "-".join(str(w) for w in value) if self.name == "hidden_units" else value
 
+    def encode(self, value: Any) -> Any:
+        """A trial's value as a keras-tuner Choice value: one plain type per axis (no None, no tuples). A max-norm
+        must be positive, so 0 unambiguously means "no constraint"."""
+        if self.name == "max_norm":
+            return 0.0 if value is None else float(value)
+        return self.stored(value)
+
+    def decode(self, value: Any) -> Any:
+        """The inverse of `encode`."""
+        if self.name == "max_norm":
+            return None if value == 0.0 else float(value)
+        if self.name == "hidden_units":
+            return tuple(int(w) for w in str(value).split("-"))
+        return value
+
 
 _RATE_FAMILIES = {
     "dropout_rate": FAMILIES,

@@ -21,43 +21,22 @@ from typing import Any
 
 import keras_tuner as kt
 
-from study.axes import AXES
+from study.axes import AXES, AXIS
 from study.space import SearchSpace, Trial
-
-# keras-tuner's Choice holds one type of plain value; these encode the axis values that are not.
-_NO_MAX_NORM = 0.0  # a max-norm must be positive, so 0 unambiguously means "no constraint"
-
-
-def encode(axis: str, value: Any) -> Any:
-    """An axis value as a keras-tuner Choice value."""
-    if axis == "max_norm":
-        return _NO_MAX_NORM if value is None else float(value)
-    if axis == "hidden_units":
-        return "-".join(str(w) for w in value)
-    return value
-
-
-def decode(axis: str, value: Any) -> Any:
-    """The inverse of `encode`."""
-    if axis == "max_norm":
-        return None if value == _NO_MAX_NORM else float(value)
-    if axis == "hidden_units":
-        return tuple(int(w) for w in str(value).split("-"))
-    return value
 
 
 def hyperparameters(space: SearchSpace) -> kt.HyperParameters:
     """The study's search space as keras-tuner HyperParameters: one Choice per axis, and the seed."""
     hp = kt.HyperParameters()
     for axis, values in space.axis_values().items():
-        hp.Choice(axis, [encode(axis, v) for v in values], ordered=False)
+        hp.Choice(axis, [AXIS[axis].encode(v) for v in values], ordered=False)
     hp.Choice("seed", list(space.seeds), ordered=False)
     return hp
 
 
 def trial_from_values(space: SearchSpace, values: dict[str, Any]) -> Trial:
     """The study trial a keras-tuner trial's hyperparameter values stand for."""
-    config = {axis: decode(axis, values[axis]) for axis in AXES}
+    config = {axis: AXIS[axis].decode(values[axis]) for axis in AXES}
     return Trial(space, config, int(values["seed"]))
 
 
@@ -102,7 +81,7 @@ class GridOracle(kt.Oracle):
             return kt.engine.trial.Trial(self.hyperparameters.copy(), trial_id=status, status=status)
         self._in_flight[trial.key] = (trial, time.monotonic())
         hp = self.hyperparameters.copy()
-        hp.values = {**{axis: encode(axis, trial.config[axis]) for axis in AXES}, "seed": trial.seed}
+        hp.values = {**{axis: AXIS[axis].encode(trial.config[axis]) for axis in AXES}, "seed": trial.seed}
         hp.values[FINGERPRINT_HP] = self.space.fingerprint()
         return kt.engine.trial.Trial(hp, trial_id=trial.key, status=RUNNING)
 

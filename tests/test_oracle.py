@@ -7,7 +7,8 @@ import itertools
 import pytest
 from conftest import tiny_space_dict
 
-from study.oracle import GridOracle, decode, encode
+from study.axes import AXIS
+from study.oracle import GridOracle
 from study.space import parse_space
 
 
@@ -66,8 +67,9 @@ def test_trials_already_in_the_store_are_skipped(space) -> None:
 
 
 def test_hyperparameters_round_trip_through_keras_tuner_values(space) -> None:
-    for axis, value in [("max_norm", None), ("max_norm", 3.0), ("hidden_units", (6, 2)), ("dropout_rate", 0.5)]:
-        assert decode(axis, encode(axis, value)) == value
+    cases = [("max_norm", None), ("max_norm", 3.0), ("hidden_units", (6, 2)), ("dropout_rate", 0.5), ("epochs", 9)]
+    for axis, value in cases:
+        assert AXIS[axis].decode(AXIS[axis].encode(value)) == value
     oracle = GridOracle(space)
     names = {hp.name for hp in oracle.get_space().space}
     assert {"dropout_rate", "max_norm", "hidden_units", "seed"} <= names
