@@ -147,15 +147,15 @@ def run_worker(
     while not oracle.stopped:
         try:
             handed = oracle.create_trials(worker, engine.batch_size(space))
+            if not handed:
+                time.sleep(0 if oracle.stopped else IDLE_POLL_S)  # the last trials are in flight on other workers
+                continue
+            run_batch(handed, engine, store, oracle, summary)  # commits before it reports to the chief
         except StudyError:
             store.refresh()
             if store.completed_keys() >= {t.key for t in space.trials()}:
-                break  # the chief finished and left while this worker waited for the last trials
+                break  # the chief finished and left while this worker waited for, or ran, the last trials
             raise
-        if not handed:
-            time.sleep(0 if oracle.stopped else IDLE_POLL_S)  # the last trials are in flight on other workers
-            continue
-        run_batch(handed, engine, store, oracle, summary)
     summary.wall_time_s = time.perf_counter() - start
     return summary
 
