@@ -9,3 +9,14 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+__all__ = ["Study", "load", "run"]
+
+
+def __getattr__(name: str):
+    """`study.run`, `study.load` and `study.Study` (api.py), imported on first use: `import study` stays light."""
+    if name in __all__:
+        from study import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'study' has no attribute {name!r}")

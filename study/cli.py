@@ -1,4 +1,4 @@
-"""Command line: `python -m study search SPACE_FILE ...` and `python -m study report [RESULTS_DIR]`.
+"""Command line (`dropout-study` or `python -m study`): search, report, export, bench.
 
 Bad input ends with one clear message on stderr and a non-zero exit status, never a traceback.
 """
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from study import __version__
 from study.engines import ENGINES
 from study.errors import StudyError, shown
 from study.space import SearchSpace, load_space
@@ -58,9 +59,10 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python -m study",
+        prog="dropout-study" if Path(sys.argv[0]).name == "dropout-study" else "python -m study",
         description="Grid studies of dropout and related regularisers over many seeds.",
     )
+    parser.add_argument("--version", action="version", version=f"dropout-study {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     search = commands.add_parser(
@@ -69,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every (configuration, seed) trial of a search space not yet in its results folder.",
     )
     search.add_argument("space_file", metavar="SPACE_FILE", help="a search-space YAML file")
+    search.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="FIELD=VALUE",
+        help="replace a field of the file, validated like it: seeds=30, training.epochs=1000, "
+        "axes.dropout_rate=[0.0,0.5] (values are YAML)",
+    )
     search.add_argument(
         "--engine",
         choices=ENGINES,
@@ -141,6 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="also draw the learning curves of this configuration: a config_key from summary.csv or "
         "'axis=value,...' with unnamed regularisers off (repeatable)",
     )
+    export = commands.add_parser(
+        "export",
+        help="write a study's trials as TensorBoard HParams runs",
+        description="Write one TensorBoard run per finished trial (its hyperparameters, final metrics and per-epoch "
+        "curves) and the HParams experiment into a log directory; open it with `tensorboard --logdir DIR`.",
+    )
+    export.add_argument(
+        "--tensorboard",
+        required=True,
+        metavar="DIR",
+        help="log directory to write: new, empty, or an earlier export of the same study (its runs are replaced)",
+    )
+    export.add_argument(
+        "results", nargs="?", metavar="RESULTS_DIR", help="a study's results folder (default: the latest study)"
+    )
+    export.add_argument("--space", metavar="SPACE_FILE", help="export the study of this search-space file")
+    export.add_argument("--results-dir", default="results", metavar="DIR", help="where studies live (default: results)")
     bench = commands.add_parser(
         "bench",
         help="measure the population engine against plain model.fit",
@@ -182,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             from study.bench import main as bench
 
             return bench(args.keras_epochs, tuple(args.study), args.profile, tuple(args.families))
+        if args.command == "export":
+            return _export(args)
         return _report(args)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -193,8 +221,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     """Everything a run would refuse is checked first, so a dry run answers as the run would."""
-    _keras_backend_for(args.engine)
-    space = load_space(args.space_file)
+    from study.engines import choose_keras_backend
+
+    choose_keras_backend(args.engine)
+    space = load_space(args.space_file, args.overrides)
     role = _role(args)
     results = Path(args.results_dir)
     _check_results_folder(results, space)
@@ -248,13 +278,6 @@ def _search(args: argparse.Namespace) -> int:
     if summary.remaining:
         print(f"{summary.remaining} trial(s) left: run the same command again to continue")
     return 0
-
-
-def _keras_backend_for(engine: str) -> None:
-    """keras-tuner (the Oracle) imports Keras, and Keras imports its backend. Only the keras engine needs TensorFlow;
-    for the others Keras loads on JAX, which the population engine imports anyway: seconds less at every start."""
-    if engine != "keras" and "keras" not in sys.modules:
-        os.environ["KERAS_BACKEND"] = "jax"
 
 
 def _check_results_folder(results: Path, space: SearchSpace) -> None:
@@ -320,9 +343,24 @@ def _chief(args: argparse.Namespace, space: SearchSpace, engine):
     )
 
 
+def _data_line(space: SearchSpace) -> str:
+    """The rows, features and classes of the first trial's data (made while the file was validated)."""
+    from study.engines.base import split_for
+
+    data = split_for(space.first_trial())
+    rows = data.shape
+    names = f": {', '.join(data.class_names[:10])}" if data.class_names else ""
+    target = f"target {space.dataset.target or 'y'}, " if space.dataset.file else ""
+    return (
+        f"data: {rows['n_train']} train / {rows['n_validation']} validation / {rows['n_test']} test rows, "
+        f"{rows['n_features']} features{' after encoding' if space.dataset.file else ''}, {target}"
+        f"{data.n_classes} classes{names}"
+    )
+
+
 def describe(space: SearchSpace, space_file: str, engine, results_root: Path) -> str:
     """The dry-run text: what the study is, its grid, and how long it should take."""
-    from study.store import ResultsStore, study_folder
+    from study.store import SAME_TRIALS, ResultsStore, study_folder
 
     lines = [f"study {space.name!r} from {space_file}"]
     if space.description:
@@ -334,10 +372,11 @@ def describe(space: SearchSpace, space_file: str, engine, results_root: Path) ->
         else ", no validation rows (early stopping and selection use the test rows)"
     )
     lines.append(
-        f"dataset: {space.dataset.name} {space.dataset.params or ''} train_size={split.train_size or 'default'}"
+        f"dataset: {space.dataset.label} {space.dataset.params or ''} train_size={split.train_size or 'default'}"
         f"{' (split redrawn per seed)' if split.per_seed else ''}{validation}"
         f"{'; data redrawn per seed (random_state = seed)' if space.dataset.redraw_data else ''}"
     )
+    lines.append(_data_line(space))
     t, es = space.training, space.training.early_stopping
     stopping = f", early stopping on {es.monitor} (patience {es.patience})" if es else ""
     lines.append(
@@ -358,10 +397,17 @@ def describe(space: SearchSpace, space_file: str, engine, results_root: Path) ->
     lines.append(f"seeds: {len(space.seeds)} ({_short_list(space.seeds)})")
     lines.append(f"trials: {n_configs} configuration(s) x {len(space.seeds)} seed(s) = {space.n_trials}")
     folder = study_folder(results_root, space)
-    done = 0
+    done, added = 0, None
     if (folder / "manifest.json").exists():
-        done = len(ResultsStore(folder).completed_keys())  # the folder holds this study only (its fingerprint)
-    lines.append(f"already done in {folder}: {done}")
+        store = ResultsStore(folder)  # it holds this study, or one this space grows (checked before)
+        done, added = len(store.completed_keys()), store.growth(space)
+    if added in (None, SAME_TRIALS):
+        lines.append(f"already done in {folder}: {done}")
+    else:
+        lines.append(
+            f"{folder}: {done} trials done; the study grows to {space.n_trials} trials ({added}): "
+            f"{space.n_trials - done} to run"
+        )
     seconds, basis = engine.estimate_seconds(space, space.n_trials - done)
     lines.append(f"estimated run time on engine {engine.name!r}: {_duration(seconds)} ({basis})")
     return "\n".join(lines)
@@ -390,4 +436,18 @@ def _report(args: argparse.Namespace) -> int:
     for name, path in paths.items():
         if name != "report":
             print(f"  {name}: {path}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from study.analysis.report import find_study_folder
+    from study.export import export_tensorboard
+
+    folder = find_study_folder(args.results, args.space, args.results_dir)
+    done = export_tensorboard(folder, args.tensorboard)
+    planned = f" of {done.planned} planned" if done.planned else ""
+    print(
+        f"tensorboard: {done.runs}{planned} trial(s) of {folder} written as runs to {done.folder}; "
+        f"open it with `tensorboard --logdir {done.folder}` (HParams tab)"
+    )
     return 0

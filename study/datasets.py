@@ -259,6 +259,7 @@ class Split:
     image_shape: tuple[int, int] | None = None
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
+    class_names: tuple[str, ...] | None = None  # a file's labels, in the order of the encoded classes
 
     @property
     def n_features(self) -> int:
@@ -280,6 +281,45 @@ class Split:
         }
 
 
+def split_rows(
+    y: np.ndarray,
+    train_size: int | float | None,
+    default_train: int | float,
+    validation_size: int | float | None,
+    shuffle: bool,
+    split_seed: int,
+    stratify: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of the train, validation and test parts.
+
+    Without `shuffle` the split is by position (the first rows train), as in the reference experiment; the
+    validation rows are the last `validation_size` of the training rows. With `stratify` (shuffled splits only)
+    every part keeps the class proportions (scikit-learn's train_test_split)."""
+    n_train = train_rows(train_size, len(y), default_train)
+    training, test = divide(np.arange(len(y)), y, n_train, shuffle, split_seed, stratify)
+    train, val = divide(training, y, n_train - validation_rows(validation_size, n_train), False, split_seed, stratify)
+    return train, val, test
+
+
+def divide(
+    rows: np.ndarray, y: np.ndarray, n_first: int, shuffle: bool, seed: int, stratify: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """`rows` in two parts, the first of `n_first` rows: by position, shuffled with `seed`, or (with `stratify`)
+    shuffled keeping the class proportions of `y` in both."""
+    if n_first == len(rows):
+        return rows, rows[:0]
+    if not stratify:
+        order = rows[np.random.default_rng(seed).permutation(len(rows))] if shuffle else rows
+        return order[:n_first], order[n_first:]
+    from sklearn.model_selection import train_test_split
+
+    try:
+        first, second = train_test_split(rows, train_size=n_first, random_state=seed, stratify=y[rows])
+    except ValueError as exc:  # a class too small to be in every part
+        raise DataError("split.stratify", True, f"cannot stratify: {exc}; use shuffle without stratify") from None
+    return first, second
+
+
 def load_split(
     name: str,
     params: dict[str, Any],
@@ -289,19 +329,11 @@ def load_split(
     standardize: bool,
     validation_size: int | float | None = None,
 ) -> Split:
-    """Make the dataset and split it.
-
-    Without `shuffle` the split is by position (the first rows train), as in the reference experiment; the
-    validation rows are the last `validation_size` of the training rows (after shuffling, when shuffled).
-    With `standardize`, features are scaled by the remaining training rows' mean and standard deviation.
-    """
+    """Make the dataset and split it (see `split_rows`). With `standardize`, features are scaled by the training
+    rows' mean and standard deviation."""
     info = DATASETS[name]
     x, y = make_dataset(name, params)
-    n = len(x)
-    n_train = train_rows(train_size, n, info.train_size)
-    n_val = validation_rows(validation_size, n_train)
-    order = np.random.default_rng(split_seed).permutation(n) if shuffle else np.arange(n)
-    train, val, test = order[: n_train - n_val], order[n_train - n_val : n_train], order[n_train:]
+    train, val, test = split_rows(y, train_size, info.train_size, validation_size, shuffle, split_seed)
     parts = [x[train], x[val], x[test]]
     if standardize:
         mean, std = parts[0].mean(axis=0), parts[0].std(axis=0)
@@ -315,8 +347,8 @@ def load_split(
         y[test],
         n_classes=int(y.max()) + 1,
         image_shape=info.image_shape,
-        x_val=x_val if n_val else None,
-        y_val=y[val] if n_val else None,
+        x_val=x_val if len(val) else None,
+        y_val=y[val] if len(val) else None,
     )
 
 
@@ -329,6 +361,10 @@ def split_of(dataset: dict[str, Any], split_seed: int) -> Split:
 def _cached_split(spec_json: str, split_seed: int) -> Split:
     spec = json.loads(spec_json)
     split = spec["split"]
+    if spec.get("file"):
+        from study.data_files import load_file_split
+
+        return load_file_split(spec, split_seed)
     return load_split(
         spec["name"],
         spec["params"],

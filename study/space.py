@@ -22,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     create_model,
     field_validator,
@@ -46,7 +47,7 @@ from study.axes import (
 )
 from study.datasets import DATASETS, NO_VALUE, DataError, allowed_params, check_params, split_of
 from study.errors import StudyError, shown
-from study.yaml_file import read_yaml
+from study.yaml_file import parse_value, read_yaml
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish", "softplus", "linear")
 DEFAULT_FILTERS = [16, 32]
@@ -69,6 +70,8 @@ _ADDED_FIELDS = (
     (("model", "filters"), None),
     (("dataset", "split", "validation_size"), None),
     (("dataset", "redraw_data"), False),
+    (("dataset", "split", "stratify"), False),
+    *((("dataset", field), None) for field in ("file", "target", "features", "categorical", "impute", "test_file")),
     (("nuisance",), []),
 )
 
@@ -106,24 +109,89 @@ class SplitSpec(_Strict):
     per_seed: bool = False  # redraw the split with each trial's seed (measures data-split variance too)
     # Rows (or a fraction of the training rows) held out of training for early stopping and model selection.
     validation_size: Annotated[int | float | None, BeforeValidator(_train_size)] = None
+    stratify: bool = False  # keep the class proportions in every part (shuffled splits)
 
 
 class DatasetSpec(_Strict):
-    name: str
+    """A built-in dataset (`name`, `params`) or the user's own file (`file`, `target`, ...; see data_files.py)."""
+
+    name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     split: SplitSpec = SplitSpec()
     standardize: bool = False
     redraw_data: bool = False  # the generator's random_state is each trial's seed: a new draw of the data per seed
+    file: str | None = None  # CSV, Parquet or .npz, relative to the search-space file
+    target: str | None = None  # the label column (default for an .npz: its y)
+    features: list[str] | None = Field(default=None, min_length=1, max_length=100_000)
+    categorical: list[str] | None = None  # columns to one-hot encode besides the non-numeric ones
+    impute: Literal["median", "most_frequent"] | None = None
+    test_file: str | None = None  # a held-out test set of the same columns (then every row of `file` trains)
+    _root: Path = PrivateAttr(default_factory=Path.cwd)  # the folder relative paths start from
+    _digests: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _files_shuffle_by_default(cls, raw: Any) -> Any:
+        """A file's rows may be in any order (sorted by class, often): its split is shuffled unless said otherwise."""
+        if isinstance(raw, dict) and raw.get("file") is not None and isinstance(raw.get("split", {}), dict):
+            raw = {**raw, "split": {"shuffle": True, **raw.get("split", {})}}
+        return raw
+
+    @model_validator(mode="after")
+    def _name_or_file(self) -> DatasetSpec:
+        if (self.name is None) == (self.file is None):
+            raise ValueError(
+                "dataset needs either `name` (a built-in dataset: " + ", ".join(DATASETS) + ") or `file` (a CSV, "
+                "Parquet or .npz file with a `target` column), not both"
+            )
+        file_only = ("target", "features", "categorical", "impute", "test_file")
+        if self.file is None and any(getattr(self, f) is not None for f in file_only):
+            given = next(f for f in file_only if getattr(self, f) is not None)
+            raise ValueError(f"dataset.{given} applies to data from a `file` only")
+        if self.file is not None and (self.params or self.redraw_data):
+            raise ValueError("dataset.params and redraw_data apply to built-in datasets, not to a `file`")
+        if self.test_file is not None and self.split.train_size is not None:
+            raise ValueError("dataset.split.train_size and test_file exclude each other: with a test_file every row "
+                             "of `file` trains (less validation_size)")  # fmt: skip
+        if self.split.stratify and not (self.split.shuffle or self.split.per_seed or self.test_file):
+            raise ValueError("dataset.split.stratify needs shuffle: true (a split by position keeps the file's order)")
+        return self
+
+    @property
+    def label(self) -> str:
+        """What trials.csv's `dataset` column says: the built-in name, or the file's name."""
+        return self.name if self.name is not None else Path(self.file).name
+
+    def path(self, field: str = "file") -> Path:
+        return self._root / getattr(self, field)
+
+    def digest(self, field: str = "file") -> str:
+        """The SHA-256 of the data file (raises DataError when it cannot be read)."""
+        from study.data_files import file_digest
+
+        if field not in self._digests:
+            self._digests[field] = file_digest(self.path(field), field, getattr(self, field))
+        return self._digests[field]
+
+    def source(self) -> dict[str, Any]:
+        """The section as JSON data, with files resolved and their digests: what makes the data (and keys a cache)."""
+        data = self.model_dump(mode="json")
+        for field, key in (("file", "path"), ("test_file", "test_path")):
+            if getattr(self, field) is not None:
+                data[key], data[f"{field}_sha256"] = str(self.path(field)), self.digest(field)
+        return data
 
     @field_validator("name")
     @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        if name not in DATASETS:
+    def _known_dataset(cls, name: str | None) -> str | None:
+        if name is not None and name not in DATASETS:
             raise ValueError(f"unknown dataset{_suggest(name, DATASETS)}; known: {', '.join(DATASETS)}")
         return name
 
     @model_validator(mode="after")
     def _redraw_needs_a_generator(self) -> DatasetSpec:
+        if self.name is None:
+            return self
         if self.redraw_data and "random_state" not in allowed_params(self.name):
             drawn = [n for n in DATASETS if "random_state" in allowed_params(n)]
             raise ValueError(
@@ -136,6 +204,8 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _known_params(self) -> DatasetSpec:
+        if self.name is None:
+            return self
         allowed = allowed_params(self.name)
         unknown = [p for p in self.params if p not in allowed]
         if unknown:
@@ -312,14 +382,14 @@ class SearchSpace(_Strict):
                     f"axes.{axis} does not apply to model family {family} (it applies to {', '.join(users)}); "
                     f"axes for {family}: {', '.join(FAMILY_AXES[family])}"
                 )
-        if family != "mlp" and DATASETS[self.dataset.name].image_shape is None:
+        image = DATASETS[self.dataset.name].image_shape if self.dataset.name else None
+        if family != "mlp" and image is None:
             images = [name for name, info in DATASETS.items() if info.image_shape]
             raise ValueError(
-                f"model family {family} needs an image dataset ({', '.join(images)}); {self.dataset.name} has none"
+                f"model family {family} needs an image dataset ({', '.join(images)}); {self.dataset.label} has none"
             )
         if family == "rnn" and any(len(w) != 1 for w in self.axis_values()["hidden_units"]):
             raise ValueError("an rnn has one LSTM layer: each axes.hidden_units value must be one width, e.g. 32")
-        image = DATASETS[self.dataset.name].image_shape
         if family == "cnn" and image and min(image) >> len(self.model.filters) == 0:
             most = min(image).bit_length() - 1
             raise ValueError(
@@ -438,6 +508,10 @@ class SearchSpace(_Strict):
     def definition(self, include: set[str] | None = None, exclude: set[str] | None = None) -> dict[str, Any]:
         """The space as JSON-able data for hashing; fields added later are left out while unset."""
         dump = self.model_dump(mode="json", include=include, exclude=exclude)
+        if "dataset" in dump:  # a data file is hashed by its content: a changed file is a different study
+            for field in ("file", "test_file"):
+                if getattr(self.dataset, field) is not None:
+                    dump["dataset"][f"{field}_sha256"] = self.dataset.digest(field)
         for path, unset in _ADDED_FIELDS:
             *parents, name = path
             part = dump
@@ -450,6 +524,17 @@ class SearchSpace(_Strict):
     def fingerprint(self) -> str:
         """A hash of everything that defines the study's trials (the description is left out)."""
         return _hash(self.definition(exclude={"description"}))
+
+    def trial_definition(self) -> dict[str, Any]:
+        """What gives a trial its meaning besides its axis values and seed: the dataset, model and training sections,
+        and which training settings the grid sweeps (a swept one enters every config key). Two spaces with the same
+        trial definition give a (configuration, seed) the same key, so one may grow into the other."""
+        swept_training = [axis for axis in TRAINING_AXES if axis in self.keyed_axes]
+        return {**self.definition(include={"dataset", "model", "training"}), "swept_training_axes": swept_training}
+
+    def trial_fingerprint(self) -> str:
+        """A hash of `trial_definition`: equal for spaces that differ only in their seeds and axis values."""
+        return _hash(self.trial_definition())
 
     @cached_property
     def _trial_definition_json(self) -> str:
@@ -531,20 +616,41 @@ _SECTION_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
 }
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a search-space file; raise StudyError listing every problem, one per line."""
+def load_space(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> SearchSpace:
+    """Read and validate a search-space file; raise StudyError listing every problem, one per line. A data file's
+    path is relative to the search-space file. `overrides` ('training.epochs=1000', 'seeds=30') replace fields of
+    the file before it is validated, so they are checked like the file."""
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise StudyError(f"{path} must be a YAML mapping with keys name, dataset, training, axes, seeds")
-    return parse_space(raw, source=str(path))
+    for override in overrides:
+        _override(raw, override)
+    return parse_space(raw, source=str(path), root=Path(path).parent)
 
 
-def parse_space(raw: dict[str, Any], source: str = "search space") -> SearchSpace:
-    """Validate an already-parsed mapping (what `load_space` does after reading YAML), the data included."""
+def _override(raw: dict[str, Any], override: str) -> None:
+    """Set one dotted field of the parsed file from 'field.path=value' (the value read as YAML)."""
+    field, equals, text = override.partition("=")
+    keys = field.strip().split(".")
+    if not equals or not all(keys):
+        raise StudyError(f"override {shown(override)} must be FIELD=VALUE, e.g. seeds=30 or training.epochs=1000")
+    part = raw
+    for depth, key in enumerate(keys[:-1]):
+        part = part.setdefault(key, {})
+        if not isinstance(part, dict):
+            where = ".".join(keys[: depth + 1])
+            raise StudyError(f"override {shown(override)}: {where} is a value, not a section with fields")
+    part[keys[-1]] = parse_value(text, f"override {field}")
+
+
+def parse_space(raw: dict[str, Any], source: str = "search space", root: str | Path | None = None) -> SearchSpace:
+    """Validate an already-parsed mapping (what `load_space` does after reading YAML), the data included; a data
+    file's path is relative to `root` (default: the working directory)."""
     try:
         space = SearchSpace.model_validate(raw)
     except ValidationError as exc:
         _refuse(source, _messages(exc))
+    space.dataset._root = Path(root) if root is not None else Path.cwd()
     problems = _data_problems(space)
     if problems:
         _refuse(source, problems)
@@ -562,7 +668,7 @@ def _data_problems(space: SearchSpace) -> list[str]:
     spec = space.dataset
     try:
         check_params(spec.params)  # as written: JSON would turn an infinite value into null
-        data = split_of(spec.model_dump(mode="json"), spec.split.split_seed)
+        data = split_of(spec.source(), spec.split.split_seed)
     except DataError as exc:
         value = "" if exc.value is NO_VALUE else f" = {shown(exc.value)}"
         return [f"dataset.{exc.field}{value}: {exc.rule}"]

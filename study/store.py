@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from study.axes import TRAINING_AXES
 from study.errors import StudyError, shown
 from study.schema import COMPLETED, CURVE_COLUMNS, TRIAL_COLUMNS, TrialResult, machine, versions
 from study.space import SearchSpace
@@ -37,6 +38,7 @@ NUMERIC_COLUMNS = frozenset({
     "test_loss", "best_test_accuracy", "best_epoch", "wall_time_s",
 })  # fmt: skip
 TRIALS = "trials.csv"
+SAME_TRIALS = "no trials added"  # what `growth` says of a changed space with the same trials (reordered, say)
 
 
 def study_folder(results_root: str | Path, space: SearchSpace) -> Path:
@@ -74,7 +76,8 @@ class ResultsStore:
     def begin(self, space: SearchSpace, engine: str, space_file: str = "", engine_version: str = "") -> None:
         """Open the folder for a run of `space`: create it, or check it holds the same study. The manifest records
         every run's engine and its version, so a study resumed on another engine says so."""
-        manifest = self.check(space) if (self.folder / MANIFEST).exists() else None
+        manifest = self.manifest() if (self.folder / MANIFEST).exists() else None
+        added = None if manifest is None else self.growth(space, manifest)
         for folder in (self.folder, self.batches, self.curves_dir):
             if folder.exists() and not folder.is_dir():
                 raise StudyError(f"{folder} is a file where the study keeps a folder: move it away, or pass another "
@@ -92,11 +95,24 @@ class ResultsStore:
                 "description": space.description,
                 "space_file": space_file,
                 "fingerprint": space.fingerprint(),
+                "trial_fingerprint": space.trial_fingerprint(),
                 "n_trials": space.n_trials,
                 "space": space.model_dump(mode="json"),
                 "created_at": _now(),
                 "runs": [],
             }
+        manifest.setdefault("trial_fingerprint", space.trial_fingerprint())  # a manifest written before it existed
+        run: dict[str, Any] = {}
+        if added is not None:  # the study grows: it is now the study of this space, and the run says from what
+            run = {"grown_from": manifest["fingerprint"], "added": added}
+            manifest.update(
+                description=space.description,
+                space_file=space_file or manifest.get("space_file", ""),
+                fingerprint=space.fingerprint(),
+                trial_fingerprint=space.trial_fingerprint(),
+                n_trials=space.n_trials,
+                space=space.model_dump(mode="json"),
+            )
         manifest["runs"].append(
             {
                 "engine": engine,
@@ -105,21 +121,56 @@ class ResultsStore:
                 "finished_at": None,
                 "machine": machine(),
                 **versions(),
+                **run,
             }
         )
         self._write_manifest(manifest)
 
     def check(self, space: SearchSpace) -> dict[str, Any]:
-        """The manifest, after checking that the folder holds results of this very search space."""
+        """The manifest, after checking that the folder holds results of this search space or of one it grows."""
         manifest = self.manifest()
-        if manifest.get("fingerprint") != space.fingerprint():
+        self.growth(space, manifest)
+        return manifest
+
+    def growth(self, space: SearchSpace, manifest: dict[str, Any] | None = None) -> str | None:
+        """None when the folder holds results of this very search space; else what `space` adds to the study there,
+        e.g. "seeds 3 -> 5, dropout_rate +[0.7]" (SAME_TRIALS when only an order or the nuisance axes changed).
+
+        A study may gain seeds and axis values: every finished trial keeps its key and its meaning. A change of what
+        a trial means (data, model, training, which training settings are swept) or a seed or value removed (its
+        trials would silently leave the study) is refused, naming what changed."""
+        manifest = self.manifest() if manifest is None else manifest
+        if manifest["fingerprint"] == space.fingerprint():
+            return None
+        start_over = (
+            f"give the study a new `name:` in the YAML, pass another --results-dir, or delete {self.folder} to "
+            "start over"
+        )
+        start_over_sentence = start_over[0].upper() + start_over[1:]
+        try:
+            old = SearchSpace.model_validate(manifest.get("space"))
+            # A manifest written before trial fingerprints existed: its space gives it.
+            old_trials = manifest.get("trial_fingerprint") or old.trial_fingerprint()
+        except (ValueError, TypeError):  # a manifest of another version, or damaged: nothing to compare with
             raise StudyError(
                 f"{self.folder} holds results of a different search space (its manifest was written for "
                 f"{manifest.get('space_file') or 'another file'}). Changing the grid, data, model or training "
-                f"would mix incomparable trials. Give the study a new `name:` in the YAML, pass another "
-                f"--results-dir, or delete {self.folder} to start over."
+                f"would mix incomparable trials. {start_over_sentence}."
+            ) from None
+        if old_trials != space.trial_fingerprint():
+            raise StudyError(
+                f"{self.folder} holds results of a different search space ({_changes(old, space)}): that changes "
+                f"what every finished trial means, and a study may only gain seeds and axis values. "
+                f"{start_over_sentence}."
             )
-        return manifest
+        removed, added = _grid_changes(old, space)
+        if removed:
+            raise StudyError(
+                f"{self.folder} holds trials this search space leaves out ({', '.join(removed)}): their results "
+                f"would silently leave the study, which may only gain seeds and axis values. Put them back, or "
+                f"{start_over}."
+            )
+        return ", ".join(added) or SAME_TRIALS
 
     def finish(self, trials_run: int, failed: int) -> None:
         """Record the end of the run in the manifest and leave trials.csv complete."""
@@ -260,3 +311,65 @@ class ResultsStore:
 
 def _now() -> str:
     return pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
+
+
+def _changes(old: SearchSpace, new: SearchSpace) -> str:
+    """What changes the meaning of trials from `old` to `new`, e.g. "training.epochs 5 -> 50, axes.epochs now
+    swept" (their sections as written: a data file's digest is not in the manifest, and `old`'s file may be gone)."""
+    sections = {"dataset", "model", "training"}
+    changes = _differences(old.model_dump(mode="json", include=sections), new.model_dump(mode="json", include=sections))
+    was, now = ([a for a in TRAINING_AXES if a in space.keyed_axes] for space in (old, new))
+    changes += [f"axes.{axis} now swept" for axis in now if axis not in was]
+    changes += [f"axes.{axis} no longer swept" for axis in was if axis not in now]
+    if not changes:
+        return "a data file's content, or another setting the search-space file does not show"
+    more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+    return ", ".join(changes[:3]) + more
+
+
+_UNSET = object()
+
+
+def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """Each setting (as a dotted path) that two JSON-able definitions differ in, with its old and new value."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = [*old, *(key for key in new if key not in old)]
+        return [
+            change
+            for key in keys
+            for change in _differences(old.get(key, _UNSET), new.get(key, _UNSET), f"{path}.{key}" if path else key)
+        ]
+    before, after = ("unset" if v is _UNSET else _cut(json.dumps(v)) for v in (old, new))
+    return [] if before == after else [f"{path} {before} -> {after}"]
+
+
+def _grid_changes(old: SearchSpace, new: SearchSpace) -> tuple[list[str], list[str]]:
+    """The seeds and axis values `new` removes from the grid of `old`, and those it adds, as short phrases."""
+    removed, added = [], []
+    gone = [seed for seed in old.seeds if seed not in set(new.seeds)]
+    if gone:
+        removed.append(f"seeds -{_listed(gone)}")
+    if set(new.seeds) - set(old.seeds):
+        added.append(f"seeds {len(old.seeds)} -> {len(new.seeds)}")
+    old_values, new_values = old.axis_values(), new.axis_values()
+    for axis, values in new_values.items():
+        # Values are told apart as the config key tells them (0 and 0.0 are two settings to it).
+        before = {json.dumps(v): v for v in old_values[axis]}
+        after = {json.dumps(v): v for v in values}
+        if gone := [v for key, v in before.items() if key not in after]:
+            removed.append(f"{axis} -{_listed(gone)}")
+        if plus := [v for key, v in after.items() if key not in before]:
+            added.append(f"{axis} +{_listed(plus)}")
+    return removed, added
+
+
+def _cut(text: str, most: int = 50) -> str:
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
+def _listed(values: list[Any], most: int = 5) -> str:
+    """Values as a message lists them: [0.7, none, 8-8], the first few of a long list."""
+    shown_values = ["none" if v is None else "-".join(map(str, v)) if isinstance(v, tuple) else json.dumps(v)
+                    for v in values[:most]]  # fmt: skip
+    more = f", ... ({len(values)} in all)" if len(values) > most else ""
+    return f"[{', '.join(shown_values)}{more}]"

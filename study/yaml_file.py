@@ -144,3 +144,15 @@ def read_yaml(path: str | Path) -> Any:
             "a search space needs a few hundred"
         )
     return raw
+
+
+def parse_value(text: str, where: str) -> Any:
+    """One YAML value written on a command line (`30`, `[0.1, 0.5]`, `true`, `{patience: 10}`), read with the
+    file's rules; StudyError naming `where` when it cannot be read."""
+    if len(text) > 10_000:
+        raise StudyError(f"{where}: the value is longer than 10,000 characters")
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise StudyError(f"{where}: {text!r} is not a YAML value ({problem})") from None

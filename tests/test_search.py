@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -29,6 +30,38 @@ def test_search_writes_table_curves_and_manifest_then_resumes_with_nothing_to_do
     before = (folder / "trials.csv").read_text()
     assert cli.main(["search", str(path), "--results-dir", str(tmp_path), "--quiet"]) == 0
     assert (folder / "trials.csv").read_text() == before
+
+
+def test_a_study_grown_by_seeds_and_an_axis_value_runs_only_the_new_trials(write_space, tmp_path, capsys) -> None:
+    path = write_space(tiny_space_dict(seeds=3))
+    argv = ["search", str(path), "--results-dir", str(tmp_path), "--quiet"]
+    assert cli.main(argv) == 0
+    folder = tmp_path / "tiny"
+    before = pd.read_csv(folder / "trials.csv").set_index("trial_key")["finished_at"]
+    grown = tiny_space_dict(seeds=5, axes={"dropout_rate": [0.0, 0.5, 0.7]})
+    write_space(grown)
+    capsys.readouterr()
+    assert cli.main([*argv, "--dry-run"]) == 0
+    grows = f"{folder}: 6 trials done; the study grows to 15 trials (seeds 3 -> 5, dropout_rate +[0.7]): 9 to run"
+    assert grows in capsys.readouterr().out
+    assert cli.main(argv) == 0
+    assert "ran 9 trial(s)" in capsys.readouterr().out
+    table = pd.read_csv(folder / "trials.csv")
+    assert set(table["trial_key"]) == {t.key for t in parse_space(grown).trials()} and table["trial_key"].is_unique
+    assert table.set_index("trial_key").loc[before.index, "finished_at"].tolist() == before.tolist(), "trials redone"
+    run = json.loads((folder / "manifest.json").read_text())["runs"][-1]
+    assert run["trials_run"] == 9 and run["added"] == "seeds 3 -> 5, dropout_rate +[0.7]"
+
+    for changed, message in [
+        ({**grown, "training": {"epochs": 6}}, "(training.epochs 5 -> 6): that changes what every finished trial"),
+        ({**grown, "seeds": 4}, "leaves out (seeds -[4])"),
+    ]:
+        write_space(changed)
+        for dry_run in (["--dry-run"], []):
+            assert cli.main([*argv, *dry_run]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("error: ") and len(err.splitlines()) == 1 and message in err
+    assert len(pd.read_csv(folder / "trials.csv")) == 15
 
 
 @pytest.mark.parametrize(

@@ -70,11 +70,81 @@ def test_curves_of_an_uncommitted_batch_are_ignored(store, tiny_space) -> None:
     assert set(store.curves()["trial_key"]) == {tiny_space.trials()[1].key}
 
 
-def test_a_changed_search_space_is_refused(store, tiny_space) -> None:
-    changed = parse_space(tiny_space_dict(training={"epochs": 50}))
-    with pytest.raises(StudyError, match=r"holds results of a different search space.*new `name:`"):
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"training": {"epochs": 50}}, r"\(training\.epochs 5 -> 50\): that changes what every finished trial means"),
+        ({"axes": {"dropout_rate": [0.0, 0.5], "epochs": [5, 10]}}, r"\(axes\.epochs now swept\)"),
+        ({"model": {"hidden_units": [16]}}, r"\(model\.hidden_units \[8\] -> \[16\]\)"),
+    ],
+    ids=["fixed-setting", "training-axis-swept", "model"],
+)
+def test_a_changed_search_space_is_refused_naming_what_changed(store, tiny_space, overrides, message) -> None:
+    changed = parse_space(tiny_space_dict(seeds=3, **overrides))  # more seeds do not make it a growth
+    with pytest.raises(StudyError, match=rf"holds results of a different search space {message}.*new `name:`"):
         ResultsStore(store.folder).begin(changed, engine="fake")
     ResultsStore(store.folder).begin(tiny_space, engine="fake")  # the same space resumes
+
+
+def _grown(store: ResultsStore, tiny_space, **overrides) -> tuple[dict, set[str]]:
+    """Finish every trial of the tiny study, grow it, and return the manifest and the keys left to run."""
+    store.commit([fake_result(t) for t in tiny_space.trials()])
+    grown = parse_space(tiny_space_dict(**overrides))
+    fresh = ResultsStore(store.folder)
+    fresh.begin(grown, engine="fake", space_file="grown.yaml")
+    return fresh.manifest(), {t.key for t in grown.trials()} - fresh.completed_keys()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "added", "n_trials"),
+    [
+        ({"seeds": 4}, "seeds 2 -> 4", 8),
+        ({"axes": {"dropout_rate": [0.0, 0.5, 0.7]}}, "dropout_rate +[0.7]", 6),
+        ({"seeds": [0, 1, 7], "axes": {"dropout_rate": [0.0, 0.5], "l2": [0.0, 0.01]}}, "seeds 2 -> 3, l2 +[0.01]", 12),
+    ],
+    ids=["seeds", "axis-value", "seed-and-new-axis"],
+)
+def test_a_study_grows_by_seeds_and_axis_values_keeping_every_finished_trial(
+    store, tiny_space, overrides, added, n_trials
+) -> None:
+    manifest, to_run = _grown(store, tiny_space, **overrides)
+    grown = parse_space(tiny_space_dict(**overrides))
+    assert len(to_run) == n_trials - 4 and {t.key for t in tiny_space.trials()} <= {t.key for t in grown.trials()}
+    assert manifest["fingerprint"] == grown.fingerprint() and manifest["n_trials"] == n_trials
+    assert manifest["trial_fingerprint"] == grown.trial_fingerprint() == tiny_space.trial_fingerprint()
+    assert manifest["space"] == grown.model_dump(mode="json") and manifest["space_file"] == "grown.yaml"
+    assert manifest["runs"][-1]["grown_from"] == tiny_space.fingerprint() and manifest["runs"][-1]["added"] == added
+    assert "grown_from" not in manifest["runs"][0]
+    ResultsStore(store.folder).begin(grown, engine="fake")  # and the grown study resumes as itself
+    assert "grown_from" not in ResultsStore(store.folder).manifest()["runs"][-1]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "removed"),
+    [
+        ({"seeds": [0]}, r"seeds -\[1\]"),
+        ({"seeds": 3, "axes": {"dropout_rate": [0.0, 0.7]}}, r"dropout_rate -\[0.5\]"),
+    ],
+    ids=["seed", "axis-value"],
+)
+def test_removing_seeds_or_axis_values_is_refused(store, tiny_space, overrides, removed) -> None:
+    smaller = parse_space(tiny_space_dict(**overrides))
+    with pytest.raises(StudyError, match=rf"holds trials this search space leaves out \({removed}\).*Put them back"):
+        ResultsStore(store.folder).begin(smaller, engine="fake")
+
+
+def test_a_manifest_written_before_trial_fingerprints_still_grows(store, tiny_space) -> None:
+    path = store.folder / "manifest.json"
+    old = json.loads(path.read_text())
+    del old["trial_fingerprint"]
+    path.write_text(json.dumps(old))
+    manifest, to_run = _grown(store, tiny_space, seeds=3)
+    assert len(to_run) == 2 and manifest["runs"][-1]["added"] == "seeds 2 -> 3"
+    assert manifest["trial_fingerprint"] == tiny_space.trial_fingerprint()
+    old["space"] = {"name": "tiny", "from": "a version that wrote another schema"}  # nothing to compare with
+    path.write_text(json.dumps(old))
+    with pytest.raises(StudyError, match=r"holds results of a different search space \(its manifest was written"):
+        ResultsStore(store.folder).begin(parse_space(tiny_space_dict(seeds=5)), engine="fake")
 
 
 def test_corrupt_batch_file_is_named_with_the_fix(store, tiny_space) -> None:

@@ -10,6 +10,16 @@ from study.errors import StudyError
 ENGINES = ("population", "keras")
 
 
+def choose_keras_backend(engine: str) -> None:
+    """keras-tuner (the Oracle) imports Keras, and Keras imports its backend. Only the keras engine needs TensorFlow;
+    for the others Keras loads on JAX, which the population engine imports anyway: seconds less at every start.
+    Call it before anything imports Keras (once Keras is loaded its backend is fixed for the process)."""
+    import sys
+
+    if engine != "keras" and "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "jax"
+
+
 def get_engine(name: str, trials_per_batch: int | None = None) -> Engine:
     """The engine called `name`; imported lazily because engines import TensorFlow.
 

@@ -42,7 +42,7 @@ def split_for(trial: Trial) -> Split:
     """The data a trial trains, validates and is tested on: the split follows the seed only when `split.per_seed`,
     the data itself only when `redraw_data` (the generator's random_state is the seed)."""
     spec = trial.space.dataset
-    dataset = spec.model_dump(mode="json")
+    dataset = spec.source()
     if spec.redraw_data:
         dataset["params"] = {**dataset["params"], "random_state": trial.seed}
     return split_of(dataset, trial.seed if spec.split.per_seed else spec.split.split_seed)
