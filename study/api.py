@@ -49,18 +49,21 @@ class Study:
         """Per-epoch curves of the completed trials (all, or those in `trial_keys`)."""
         return self.store.curves(trial_keys)
 
-    def summary(self) -> pd.DataFrame:
+    def summary(self, metric: str | None = None) -> pd.DataFrame:
         """One row per configuration, best on the selection metric first: the report's summary.csv (nuisance axes
-        tuned as the report tunes them)."""
-        from study.analysis import findings
+        tuned as the report tunes them), measuring `metric` (default: test accuracy, or test RMSE for a
+        regression; a metric the study does not record raises StudyError)."""
+        from study.analysis import findings, metrics
         from study.analysis.tables import completed, selection_metric, summary
 
         done = completed(self.trials)
+        measured = metrics.resolve(done, metric).name
         nuisance = tuple(self.manifest.get("space", {}).get("nuisance", []))
-        return summary(findings.tune_nuisance(done, nuisance, selection_metric(done)))
+        return summary(findings.tune_nuisance(done, nuisance, selection_metric(done, measured)), metric=measured)
 
     def report(self, **options) -> dict[str, Path]:
-        """Write the report (options as `build_report`'s: hue, facet, curves) and return its files by name."""
+        """Write the report (options as `build_report`'s: hue, facet, curves, metric) and return its files by
+        name."""
         from study.analysis.report import build_report
 
         return build_report(self.folder, **options)
@@ -94,9 +97,11 @@ def run(
 
     choose_keras_backend(engine)
     space = load_space(space_file, overrides)
+    chosen = get_engine(engine, trials_per_batch)
+    chosen.check(space)
     summary = run_search(
         space,
-        get_engine(engine, trials_per_batch),
+        chosen,
         results_root=results_dir,
         max_trials=max_trials,
         space_file=str(space_file),

@@ -26,7 +26,8 @@ MIN_MAX_NORM = 1e-6
 MAX_EPOCHS = 1_000_000
 MAX_WIDTH = 8_192  # units of a hidden layer, filters of a conv block
 MAX_LAYERS = 16
-FAMILIES = ("mlp", "cnn", "rnn")
+# custom: the user's own Keras model (`model.build`), which reads the axes it wants with hp.get(name)
+FAMILIES = ("mlp", "cnn", "rnn", "custom")
 NO_OFF = object()  # the `off` of an axis that has no "not regularised" value
 
 
@@ -174,7 +175,7 @@ REGISTRY: tuple[Axis, ...] = (
     ),
     Axis("max_norm", MaxNorm, "max-norm", "Max-norm limit on incoming weights (none = unconstrained)", off=None),
     Axis("l2", L2, "L2", "L2 strength (λ)", off=0.0),
-    Axis("batch_norm", bool, "batch norm", "Batch normalisation", families=("mlp", "cnn"), off=False),
+    Axis("batch_norm", bool, "batch norm", "Batch normalisation", families=("mlp", "cnn", "custom"), off=False),
     Axis("hidden_units", Widths, "width", "Hidden units per layer"),
     Axis("early_stopping", bool, "early stopping", "Early stopping", off=False),
     Axis(

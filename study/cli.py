@@ -150,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also draw the learning curves of this configuration: a config_key from summary.csv or "
         "'axis=value,...' with unnamed regularisers off (repeatable)",
     )
+    report.add_argument(
+        "--metric",
+        metavar="NAME",
+        help="the test column every statistic and figure measures, e.g. test_nll or mc_test_accuracy; choices are "
+        "made on its validation counterpart (default: test_accuracy, or test_rmse for a regression)",
+    )
     export = commands.add_parser(
         "export",
         help="write a study's trials as TensorBoard HParams runs",
@@ -237,6 +243,7 @@ def _search(args: argparse.Namespace) -> int:
     from study.engines import get_engine  # engines import TensorFlow or JAX: only once the input is valid
 
     engine = get_engine(args.engine, args.trials_per_batch)
+    engine.check(space)
     if args.dry_run:
         print(describe(space, args.space_file, engine, results))
         return 0
@@ -328,7 +335,7 @@ def _chief_port(args: argparse.Namespace) -> int:
 def _chief(args: argparse.Namespace, space: SearchSpace, engine):
     from study.distributed import ChiefSettings, run_chief
 
-    worker_args = [args.space_file, "--engine", args.engine, "--results-dir", args.results_dir]
+    worker_args = [args.space_file, *args.overrides, "--engine", args.engine, "--results-dir", args.results_dir]
     if args.trials_per_batch:
         worker_args += ["--trials-per-batch", str(args.trials_per_batch)]
     settings = ChiefSettings(
@@ -351,10 +358,16 @@ def _data_line(space: SearchSpace) -> str:
     rows = data.shape
     names = f": {', '.join(data.class_names[:10])}" if data.class_names else ""
     target = f"target {space.dataset.target or 'y'}, " if space.dataset.file else ""
+    inferred = not (space.dataset.task or space.dataset.name)
+    given = " (inferred from the target; set dataset.task to choose)" if inferred else ""
+    task = (
+        f"regression{given}: linear output, mean squared error, RMSE / MAE / R2"
+        if data.task == "regression"
+        else f"classification{given}, {data.n_classes} classes{names}"
+    )
     return (
         f"data: {rows['n_train']} train / {rows['n_validation']} validation / {rows['n_test']} test rows, "
-        f"{rows['n_features']} features{' after encoding' if space.dataset.file else ''}, {target}"
-        f"{data.n_classes} classes{names}"
+        f"{rows['n_features']} features{' after encoding' if space.dataset.file else ''}, {target}{task}"
     )
 
 
@@ -379,8 +392,10 @@ def describe(space: SearchSpace, space_file: str, engine, results_root: Path) ->
     lines.append(_data_line(space))
     t, es = space.training, space.training.early_stopping
     stopping = f", early stopping on {es.monitor} (patience {es.patience})" if es else ""
+    m = space.model
+    built = f"custom {m.build} (build(hp) checked: it compiles and fits the data)" if m.build else ""
     lines.append(
-        f"model: {space.model.family} hidden {space.model.hidden_units} {space.model.activation}; "
+        f"model: {built or f'{m.family} hidden {m.hidden_units} {m.activation}'}; "
         f"{t.epochs} epochs, batch {t.batch_size}, adam lr {t.optimizer.learning_rate}{stopping}"
     )
     swept = space.swept_axes()
@@ -431,7 +446,7 @@ def _report(args: argparse.Namespace) -> int:
     from study.analysis.report import build_report, find_study_folder
 
     folder = find_study_folder(args.results, args.space, args.results_dir)
-    paths = build_report(folder, hue=args.hue, facet=args.facet, curves=tuple(args.curves))
+    paths = build_report(folder, hue=args.hue, facet=args.facet, curves=tuple(args.curves), metric=args.metric)
     print(f"report: {paths['report']}")
     for name, path in paths.items():
         if name != "report":

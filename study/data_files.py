@@ -124,6 +124,32 @@ def _missing(frame: pd.DataFrame, columns: list[str], impute: str | None, field:
                         "most_frequent) to impute them from the training rows")  # fmt: skip
 
 
+MAX_CLASSES_INFERRED = 20  # an integer target with more distinct values than this is taken as a quantity
+
+
+def infer_task(target: pd.Series) -> str:
+    """Regression for a numeric target with fractional values or many distinct values; classification otherwise."""
+    values = target.dropna()
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return "classification"
+    whole = bool(np.all(np.mod(values.to_numpy(float), 1) == 0))
+    return "classification" if whole and values.nunique() <= MAX_CLASSES_INFERRED else "regression"
+
+
+def _targets(target: pd.Series, field: str) -> np.ndarray:
+    """A regression target as float64: numeric, finite, without missing values."""
+    if target.isna().any():
+        raise DataError(field, NO_VALUE, f"the target has {int(target.isna().sum())} missing value(s): drop those rows")
+    if not pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
+        example = target.iloc[0]
+        raise DataError(field, NO_VALUE, f"a regression target must be numeric; it holds {example!r}: use "
+                        "task: classification, or another column")  # fmt: skip
+    y = target.to_numpy(np.float64)
+    if not np.isfinite(y).all():
+        raise DataError(field, NO_VALUE, "the target holds infinite values")
+    return y
+
+
 def _labels(target: pd.Series, field: str) -> tuple[np.ndarray, tuple[str, ...]]:
     if target.isna().any():
         raise DataError(field, NO_VALUE, f"the target has {int(target.isna().sum())} missing value(s): drop those rows")
@@ -162,19 +188,23 @@ def load_file_split(spec: dict[str, Any], split_seed: int) -> Split:
     impute = spec.get("impute")
     _missing(frame, features, impute, "file")
     split = spec["split"]
+    task = spec.get("task") or infer_task(frame[target])
+    if task == "regression" and split.get("stratify"):
+        raise DataError("split.stratify", True, "a regression target has no classes to stratify by; remove it")
+    encode = (lambda t, f: (_targets(t, f), None)) if task == "regression" else _labels
     if spec.get("test_path"):
         test = read_table(Path(spec["test_path"]), "test_file", spec["test_file"])
         absent = [c for c in [*features, target] if c not in test.columns]
         if absent:
             raise DataError("test_file", absent, "columns of the training file missing from the test file")
         _missing(test, features, impute, "test_file")
-        y_all, names = _labels(pd.concat([frame[target], test[target]], ignore_index=True), "target")
+        y_all, names = encode(pd.concat([frame[target], test[target]], ignore_index=True), "target")
         y, y_test = y_all[: len(frame)], y_all[len(frame) :]
         n_val = validation_rows(split.get("validation_size"), len(frame))
         train, val = divide(np.arange(len(frame)), y, len(frame) - n_val, True, split_seed, split.get("stratify"))
         x_test_frame = test[features]
     else:
-        y, names = _labels(frame[target], "target")
+        y, names = encode(frame[target], "target")
         shuffle = split["shuffle"] or split["per_seed"]
         train, val, rows_test = split_rows(
             y, split.get("train_size"), 0.5, split.get("validation_size"), shuffle, split_seed, split.get("stratify")
@@ -192,8 +222,9 @@ def load_file_split(spec: dict[str, Any], split_seed: int) -> Split:
         y[train],
         x_test,
         y_test,
-        n_classes=len(names),
+        n_classes=0 if names is None else len(names),
         x_val=as_float(x.iloc[val]) if len(val) else None,
         y_val=y[val] if len(val) else None,
         class_names=names,
+        task=task,
     )

@@ -31,6 +31,10 @@ def _breast_cancer(**params: Any) -> tuple[np.ndarray, np.ndarray]:
     return skd.load_breast_cancer(return_X_y=True, **params)
 
 
+def _diabetes(**params: Any) -> tuple[np.ndarray, np.ndarray]:
+    return skd.load_diabetes(return_X_y=True, **params)
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """How to make one dataset, its default parameters and its default number of training rows."""
@@ -40,6 +44,7 @@ class DatasetInfo:
     train_size: int | float
     description: str
     image_shape: tuple[int, int] | None = None  # (height, width) when the features are an image's pixels, row-major
+    task: str = "classification"  # or "regression": a real-valued target
 
     def allowed_params(self) -> list[str]:
         signature = inspect.signature(self.make)
@@ -74,9 +79,26 @@ DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(
         _digits, {}, 0.5, "8x8 handwritten digits, 1797 rows, 64 features (pixels), 10 classes", image_shape=(8, 8)
     ),
+    "diabetes": DatasetInfo(
+        _diabetes, {}, 0.5, "diabetes progression, 442 rows, 10 features, a real-valued target", task="regression"
+    ),
+    "regression": DatasetInfo(
+        skd.make_regression,
+        {"n_samples": 500, "n_features": 10, "n_informative": 5, "noise": 10.0, "random_state": 1},
+        0.5,
+        "scikit-learn make_regression: a noisy linear target, 10 features by default",
+        task="regression",
+    ),
+    "friedman1": DatasetInfo(
+        skd.make_friedman1,
+        {"n_samples": 500, "noise": 1.0, "random_state": 1},
+        0.5,
+        "Friedman #1: a non-linear target of 5 of 10 uniform features, plus noise",
+        task="regression",
+    ),
 }
 # The bundled loaders take no generator parameters.
-_NO_PARAMS = {"breast_cancer", "digits"}
+_NO_PARAMS = {"breast_cancer", "digits", "diabetes"}
 
 
 # Upper bounds on the generator parameters that size a dataset (the generator itself checks every other rule), so
@@ -169,7 +191,8 @@ def _is_scalar(value: Any) -> bool:
 
 
 def make_dataset(name: str, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Features (float64) and integer labels of dataset `name` with `params` over its defaults.
+    """Features (float64) and integer labels (a regression dataset: real targets) of dataset `name` with `params`
+    over its defaults.
 
     Raises DataError naming the parameter for anything the generator refuses or makes unusable."""
     info = DATASETS[name]
@@ -182,7 +205,7 @@ def make_dataset(name: str, params: dict[str, Any]) -> tuple[np.ndarray, np.ndar
             warnings.simplefilter("ignore")  # overflow warnings: the result is checked below
             x, y = info.make(**call)
             x = np.asarray(x, dtype=np.float64)
-            y = np.asarray(y).astype(np.int64)
+            y = np.asarray(y).astype(np.int64 if info.task == "classification" else np.float64)
     except Exception as exc:  # the generator's own validation, whatever it raises
         raise _generator_error(info, exc) from None
     if x.ndim != 2 or len(x) < 2:
@@ -193,6 +216,8 @@ def make_dataset(name: str, params: dict[str, Any]) -> tuple[np.ndarray, np.ndar
             NO_VALUE,
             "the generated features overflow float32 (is the noise or scale too large?)",
         )
+    if info.task == "regression" and not (np.isfinite(y).all() and np.abs(y).max() < FLOAT32_LIMIT):
+        raise DataError("params", NO_VALUE, "the generated target overflows float32 (is the noise too large?)")
     if len(np.unique(y)) < 2:
         raise DataError("params", NO_VALUE, "the generated labels have one class; a classifier needs at least 2")
     return x, y
@@ -260,6 +285,12 @@ class Split:
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
     class_names: tuple[str, ...] | None = None  # a file's labels, in the order of the encoded classes
+    task: str = "classification"  # or "regression": float targets, n_classes 0
+
+    @property
+    def n_outputs(self) -> int:
+        """Units of the output layer: one sigmoid for two classes, a softmax over more, one linear for regression."""
+        return 1 if self.task == "regression" or self.n_classes == 2 else self.n_classes
 
     @property
     def n_features(self) -> int:
@@ -328,28 +359,44 @@ def load_split(
     split_seed: int,
     standardize: bool,
     validation_size: int | float | None = None,
+    stratify: bool = False,
 ) -> Split:
-    """Make the dataset and split it (see `split_rows`). With `standardize`, features are scaled by the training
-    rows' mean and standard deviation."""
+    """Make the dataset and split it (see `split_rows`). With `standardize`, features -- and a regression target --
+    are scaled by the training rows' mean and standard deviation (RMSE and MAE are then in target standard
+    deviations)."""
     info = DATASETS[name]
     x, y = make_dataset(name, params)
-    train, val, test = split_rows(y, train_size, info.train_size, validation_size, shuffle, split_seed)
+    if stratify and info.task == "regression":
+        raise DataError("split.stratify", True, "a regression target has no classes to stratify by; remove it")
+    train, val, test = split_rows(y, train_size, info.train_size, validation_size, shuffle, split_seed, stratify)
     parts = [x[train], x[val], x[test]]
     if standardize:
-        mean, std = parts[0].mean(axis=0), parts[0].std(axis=0)
-        std[std == 0] = 1.0
-        parts = [(p - mean) / std for p in parts]
+        parts = _standardized(parts)
+    regression = info.task == "regression"
+    targets = [y[train], y[val], y[test]]
+    if standardize and regression:
+        targets = _standardized([t[:, None] for t in targets])
+        targets = [t[:, 0].astype(np.float32) for t in targets]
     x_train, x_val, x_test = (p.astype(np.float32) for p in parts)
+    y_train, y_val, y_test = targets
     return Split(
         x_train,
-        y[train],
+        y_train,
         x_test,
-        y[test],
-        n_classes=int(y.max()) + 1,
+        y_test,
+        n_classes=0 if regression else int(y.max()) + 1,
         image_shape=info.image_shape,
         x_val=x_val if len(val) else None,
-        y_val=y[val] if len(val) else None,
+        y_val=y_val if len(val) else None,
+        task=info.task,
     )
+
+
+def _standardized(parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Every part scaled by the first (training) part's mean and standard deviation, column by column."""
+    mean, std = parts[0].mean(axis=0), parts[0].std(axis=0)
+    std[std == 0] = 1.0
+    return [(p - mean) / std for p in parts]
 
 
 def split_of(dataset: dict[str, Any], split_seed: int) -> Split:
@@ -373,4 +420,5 @@ def _cached_split(spec_json: str, split_seed: int) -> Split:
         split_seed=split_seed,
         standardize=spec["standardize"],
         validation_size=split.get("validation_size"),
+        stratify=split.get("stratify", False),
     )

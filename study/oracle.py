@@ -25,11 +25,12 @@ from study.axes import AXES, AXIS
 from study.space import SearchSpace, Trial
 
 
-def hyperparameters(space: SearchSpace) -> kt.HyperParameters:
-    """The study's search space as keras-tuner HyperParameters: one Choice per axis, and the seed."""
+def hyperparameters(space: SearchSpace, axes: Iterable[str] = AXES) -> kt.HyperParameters:
+    """The study's search space as keras-tuner HyperParameters: one Choice per axis (of `axes`), and the seed."""
     hp = kt.HyperParameters()
-    for axis, values in space.axis_values().items():
-        hp.Choice(axis, [AXIS[axis].encode(v) for v in values], ordered=False)
+    values = space.axis_values()
+    for axis in axes:
+        hp.Choice(axis, [AXIS[axis].encode(v) for v in values[axis]], ordered=False)
     hp.Choice("seed", list(space.seeds), ordered=False)
     return hp
 

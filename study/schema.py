@@ -46,6 +46,7 @@ TRIAL_COLUMNS = (
     "validation_loss",
     "test_accuracy",
     "test_loss",
+    *(f"{part}_{m}" for part in ("train", "validation", "test") for m in ("rmse", "mae", "r2")),  # regression
     "best_test_accuracy",
     "best_epoch",
     "still_improving",
@@ -72,6 +73,9 @@ CURVE_COLUMNS = (
     "test_accuracy",
     "validation_loss",
     "validation_accuracy",
+    "train_rmse",  # regression: the accuracy columns are blank, these hold the score
+    "test_rmse",
+    "validation_rmse",
 )
 CURVE_METRICS = CURVE_COLUMNS[2:]
 # A trial is flagged `still_improving` when its best monitored loss came in the last tenth of a full run.
@@ -114,9 +118,12 @@ def machine() -> dict[str, Any]:
 
 
 def model_description(space: SearchSpace, config: dict[str, Any], n_features: int, n_classes: int) -> str:
-    """A short, human-readable architecture string, e.g. 'mlp 2-500-1 relu', 'cnn conv16-32 dense64-10 relu'."""
+    """A short, human-readable architecture string, e.g. 'mlp 2-500-1 relu', 'cnn conv16-32 dense64-10 relu',
+    'custom my_models:build' (the user's build function)."""
     model = space.model
-    outputs = 1 if n_classes == 2 else n_classes
+    if model.family == "custom":
+        return f"custom {model.build}"
+    outputs = 1 if n_classes in (0, 2) else n_classes  # 0: a regression's one linear output
     head = "-".join(str(w) for w in (*config["hidden_units"], outputs))
     if model.family == "cnn":
         return f"cnn conv{'-'.join(str(f) for f in model.filters)} dense{head} {model.activation}"
@@ -127,23 +134,29 @@ def model_description(space: SearchSpace, config: dict[str, Any], n_features: in
 
 @dataclass
 class History:
-    """Per-epoch metrics of one trial, as `model.fit`'s history reports them (train under dropout); the
-    validation metrics are None without a validation split."""
+    """Per-epoch metrics of one trial, as `model.fit`'s history reports them (train under dropout). The score is
+    accuracy, or RMSE for a regression (the other is None); the validation curves are None without a validation
+    split."""
 
     train_loss: np.ndarray
-    train_accuracy: np.ndarray
     test_loss: np.ndarray
-    test_accuracy: np.ndarray
+    train_accuracy: np.ndarray | None = None
+    test_accuracy: np.ndarray | None = None
     validation_loss: np.ndarray | None = None
     validation_accuracy: np.ndarray | None = None
+    train_rmse: np.ndarray | None = None
+    test_rmse: np.ndarray | None = None
+    validation_rmse: np.ndarray | None = None
 
     @property
     def selection(self) -> tuple[np.ndarray, np.ndarray]:
-        """The (loss, accuracy) curves that early stopping and model selection may look at: validation when
-        there is a validation split, else test (the tutorial's protocol, optimistic)."""
-        if self.validation_accuracy is not None:
-            return np.asarray(self.validation_loss), np.asarray(self.validation_accuracy)
-        return np.asarray(self.test_loss), np.asarray(self.test_accuracy)
+        """The (loss, score) curves that early stopping and model selection may look at -- validation when there
+        is a validation split, else test (the tutorial's protocol, optimistic) -- the score higher-is-better
+        (accuracy, or minus the RMSE)."""
+        part = "validation" if self.validation_loss is not None else "test"
+        accuracy, rmse = getattr(self, f"{part}_accuracy"), getattr(self, f"{part}_rmse")
+        score = np.asarray(accuracy) if accuracy is not None else -np.asarray(rmse)
+        return np.asarray(getattr(self, f"{part}_loss")), score
 
 
 @dataclass
@@ -203,8 +216,8 @@ def completed_result(
     split); `still_improving` says the monitored loss was at its best in the last tenth of a run that used
     every epoch -- more epochs (or a higher learning rate) might have helped."""
     row = _base_row(trial, engine, engine_version)
-    test_acc = np.asarray(history.test_accuracy, dtype=np.float64)
-    epochs_run = len(test_acc)
+    test_acc = np.asarray(history.test_accuracy if history.test_accuracy is not None else [], dtype=np.float64)
+    epochs_run = len(history.train_loss)
     selection_loss, selection_acc = history.selection
     best = int(np.argmax(selection_acc)) if epochs_run else 0
     lowest = int(np.nanargmin(selection_loss)) + 1 if epochs_run and np.isfinite(selection_loss).any() else 0
@@ -213,7 +226,7 @@ def completed_result(
         status=COMPLETED,
         model=model_description(trial.space, trial.config, data_shape["n_features"], data_shape["n_classes"]),
         epochs_run=epochs_run,
-        best_test_accuracy=float(test_acc.max()) if epochs_run else float("nan"),
+        best_test_accuracy=float(test_acc.max()) if len(test_acc) else float("nan"),
         best_epoch=best + 1,
         still_improving=bool(full_run and lowest > epochs_run * (1 - STILL_IMPROVING_TAIL)),
         wall_time_s=round(wall_time_s, 4),

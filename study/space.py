@@ -51,7 +51,7 @@ from study.yaml_file import parse_value, read_yaml
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish", "softplus", "linear")
 DEFAULT_FILTERS = [16, 32]
-DEFAULT_ACTIVATION = {"mlp": "relu", "cnn": "relu", "rnn": "tanh"}
+DEFAULT_ACTIVATION = {"mlp": "relu", "cnn": "relu", "rnn": "tanh", "custom": "relu"}
 
 # Upper bounds, so that no search space can make the driver allocate or loop without bound: far above any study a
 # CPU (or a cluster) finishes, and each refused with a message that names it. The dataset's own are in datasets.py,
@@ -68,10 +68,14 @@ MAX_BETA = 0.99999
 _ADDED_FIELDS = (
     *((("axes", axis), None) for axis in ADDED_AXES),
     (("model", "filters"), None),
+    (("model", "build"), None),
     (("dataset", "split", "validation_size"), None),
     (("dataset", "redraw_data"), False),
     (("dataset", "split", "stratify"), False),
-    *((("dataset", field), None) for field in ("file", "target", "features", "categorical", "impute", "test_file")),
+    *(
+        (("dataset", field), None)
+        for field in ("file", "target", "features", "categorical", "impute", "test_file", "task")
+    ),
     (("nuisance",), []),
 )
 
@@ -126,6 +130,7 @@ class DatasetSpec(_Strict):
     categorical: list[str] | None = None  # columns to one-hot encode besides the non-numeric ones
     impute: Literal["median", "most_frequent"] | None = None
     test_file: str | None = None  # a held-out test set of the same columns (then every row of `file` trains)
+    task: Literal["classification", "regression"] | None = None  # default: the dataset's, or inferred from a file
     _root: Path = PrivateAttr(default_factory=Path.cwd)  # the folder relative paths start from
     _digests: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -189,6 +194,15 @@ class DatasetSpec(_Strict):
         return name
 
     @model_validator(mode="after")
+    def _task_of_a_built_in_dataset(self) -> DatasetSpec:
+        if self.name is not None and self.task is not None and self.task != DATASETS[self.name].task:
+            raise ValueError(
+                f"dataset.task: {self.name} is a {DATASETS[self.name].task} dataset; leave task out (it is only "
+                "needed for a file whose target could be read either way)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _redraw_needs_a_generator(self) -> DatasetSpec:
         if self.name is None:
             return self
@@ -222,12 +236,16 @@ class ModelSpec(_Strict):
 
     `filters` (cnn only) gives one Conv2D(3x3, same padding) + MaxPooling2D(2) block per entry.
     `activation` is that of the hidden Dense and Conv2D layers, or the LSTM's cell activation (default tanh).
+    `build` (family custom only) is the user's keras-tuner-style build(hp) as 'module:function' (study/custom_model.py).
     """
 
     family: str = "mlp"
     hidden_units: list[Width] = Field(default_factory=lambda: [500], min_length=1, max_length=MAX_LAYERS)
     filters: list[Width] | None = Field(default=None, min_length=1, max_length=MAX_LAYERS)
     activation: str = "relu"
+    build: str | None = None  # 'module:function', the module a Python file relative to the search-space file
+    _root: Path = PrivateAttr(default_factory=Path.cwd)  # the folder `build`'s module path starts from
+    _digest: str | None = PrivateAttr(default=None)  # the SHA-256 of `build`'s module file, once read
 
     @model_validator(mode="before")
     @classmethod
@@ -256,12 +274,29 @@ class ModelSpec(_Strict):
             raise ValueError("a cnn needs model.filters: one entry per Conv2D block, e.g. [16, 32]")
         if self.family == "rnn" and len(self.hidden_units) != 1:
             raise ValueError("an rnn has one LSTM layer: hidden_units must hold one width, e.g. [32]")
+        if self.build is not None and self.family != "custom":
+            raise ValueError(f"model.build applies to model family custom only (this model is {self.family})")
+        if self.family == "custom" and self.build is None:
+            raise ValueError(
+                "model family custom needs model.build: 'module:function', e.g. my_models:build for a build(hp) "
+                "function in my_models.py next to the search-space file"
+            )
         return self
+
+    @field_validator("build")
+    @classmethod
+    def _module_and_function(cls, build: str | None) -> str | None:
+        pattern = r"[A-Za-z_]\w{0,99}(\.[A-Za-z_]\w{0,99}){0,9}:[A-Za-z_]\w{0,99}"  # my_models:build, pkg.nets:build
+        if build is not None and not re.fullmatch(pattern, build):
+            raise ValueError("must be 'module:function', e.g. my_models:build for build(hp) in my_models.py")
+        return build
 
     def parameter_count(
         self, hidden_units: tuple[int, ...], n_features: int, n_outputs: int, image_shape: tuple[int, int] | None
     ) -> int:
         """Weights of the Keras model (kernels, biases, batch-norm vectors left out): bounds a trial's memory."""
+        if self.family == "custom":  # the user's model: counted once built (the keras engine's check)
+            return 0
         head_in = n_features
         count = 0
         if self.family == "cnn":
@@ -383,7 +418,7 @@ class SearchSpace(_Strict):
                     f"axes for {family}: {', '.join(FAMILY_AXES[family])}"
                 )
         image = DATASETS[self.dataset.name].image_shape if self.dataset.name else None
-        if family != "mlp" and image is None:
+        if family in ("cnn", "rnn") and image is None:
             images = [name for name, info in DATASETS.items() if info.image_shape]
             raise ValueError(
                 f"model family {family} needs an image dataset ({', '.join(images)}); {self.dataset.label} has none"
@@ -508,6 +543,10 @@ class SearchSpace(_Strict):
     def definition(self, include: set[str] | None = None, exclude: set[str] | None = None) -> dict[str, Any]:
         """The space as JSON-able data for hashing; fields added later are left out while unset."""
         dump = self.model_dump(mode="json", include=include, exclude=exclude)
+        if "model" in dump and self.model.build is not None:  # the build's module by its content, as a data file
+            from study.custom_model import module_digest
+
+            dump["model"]["build_sha256"] = module_digest(self.model)
         if "dataset" in dump:  # a data file is hashed by its content: a changed file is a different study
             for field in ("file", "test_file"):
                 if getattr(self.dataset, field) is not None:
@@ -651,6 +690,13 @@ def parse_space(raw: dict[str, Any], source: str = "search space", root: str | P
     except ValidationError as exc:
         _refuse(source, _messages(exc))
     space.dataset._root = Path(root) if root is not None else Path.cwd()
+    if space.model.build is not None:
+        from study.custom_model import build_problems
+
+        space.model._root = space.dataset._root
+        problems = build_problems(space.model)
+        if problems:
+            _refuse(source, problems)
     problems = _data_problems(space)
     if problems:
         _refuse(source, problems)
@@ -672,7 +718,10 @@ def _data_problems(space: SearchSpace) -> list[str]:
     except DataError as exc:
         value = "" if exc.value is NO_VALUE else f" = {shown(exc.value)}"
         return [f"dataset.{exc.field}{value}: {exc.rule}"]
-    outputs = 1 if data.n_classes == 2 else data.n_classes
+    outputs = data.n_outputs
+    stopping = space.training.early_stopping
+    if data.task == "regression" and stopping is not None and stopping.monitor == "val_accuracy":
+        return ["training.early_stopping.monitor = 'val_accuracy': a regression has no accuracy; use val_loss"]
     largest = max(
         space.model.parameter_count(widths, data.n_features, outputs, data.image_shape)
         for widths in space.axis_values()["hidden_units"]

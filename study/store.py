@@ -36,6 +36,7 @@ NUMERIC_COLUMNS = frozenset({
     "seed", "n_train", "n_validation", "n_test", "n_features", "n_classes", "epochs", "epochs_run", "batch_size",
     "learning_rate", "train_accuracy", "train_loss", "validation_accuracy", "validation_loss", "test_accuracy",
     "test_loss", "best_test_accuracy", "best_epoch", "wall_time_s",
+    *(f"{part}_{m}" for part in ("train", "validation", "test") for m in ("rmse", "mae", "r2")),
 })  # fmt: skip
 TRIALS = "trials.csv"
 SAME_TRIALS = "no trials added"  # what `growth` says of a changed space with the same trials (reordered, say)
@@ -322,7 +323,7 @@ def _changes(old: SearchSpace, new: SearchSpace) -> str:
     changes += [f"axes.{axis} now swept" for axis in now if axis not in was]
     changes += [f"axes.{axis} no longer swept" for axis in was if axis not in now]
     if not changes:
-        return "a data file's content, or another setting the search-space file does not show"
+        return "a data file's or model.build module's content, or another setting the search-space file does not show"
     more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
     return ", ".join(changes[:3]) + more
 

@@ -11,20 +11,22 @@ import numpy as np
 
 from study.engines import keras_engine
 from study.engines.base import split_for
+from study.engines.training import METRICS, REGRESSION_METRICS
 from study.space import Trial
 
 
 def keras_reference(trial: Trial, shuffle: bool = False):
-    """Plain Keras: initial weights, per-epoch history (columns `training.METRICS`; validation NaN without validation
-    rows), final weights and final metrics. Held-out data as the keras engine gives it to fit: the validation rows
-    where there are some, else the test rows."""
+    """Plain Keras: initial weights, per-epoch history (columns `metric_names(data)`; validation NaN without
+    validation rows), final weights and final metrics. Held-out data as the keras engine gives it to fit: the
+    validation rows where there are some, else the test rows."""
     data = split_for(trial)
     keras.utils.set_random_seed(trial.seed)
     model = _without_xla(keras_engine.build_model(trial, data))
     initial = keras_weights(model)
     y_train = keras_engine.labels(data.y_train, data.n_classes)
     y_test = keras_engine.labels(data.y_test, data.n_classes)
-    test_curve = keras_engine.TestCurve(data.x_test, y_test) if data.has_validation else None
+    score = keras_engine.output_head(data).scores[0]
+    test_curve = keras_engine.TestCurve(data.x_test, y_test, score) if data.has_validation else None
     held_out = (data.x_val, keras_engine.labels(data.y_val, data.n_classes)) if data.has_validation else None
     fit = model.fit(
         data.x_train,
@@ -36,16 +38,17 @@ def keras_reference(trial: Trial, shuffle: bool = False):
         callbacks=[*keras_engine.callbacks(trial), *([test_curve] if test_curve else [])],
         verbose=0,
     )
-    h = fit.history
-    if test_curve is None:
-        blank = np.full(len(h["loss"]), np.nan)
-        columns = [h["loss"], h["accuracy"], h["val_loss"], h["val_accuracy"], blank, blank]
-    else:
-        columns = [h["loss"], h["accuracy"], test_curve.loss, test_curve.accuracy, h["val_loss"], h["val_accuracy"]]
-    history = np.stack(columns, axis=1)
+    curves = keras_engine.history_of(fit.history, score, test_curve)
+    blank = np.full(len(curves.train_loss), np.nan)
+    history = np.stack([blank if getattr(curves, m) is None else getattr(curves, m) for m in metric_names(data)], 1)
     final = keras_engine.evaluate(model, data)
     keras.backend.clear_session()
     return initial, history, final, model
+
+
+def metric_names(data) -> tuple[str, ...]:
+    """The columns of the population engine's history and final metrics for this data's task."""
+    return REGRESSION_METRICS if data.task == "regression" else METRICS
 
 
 def _without_xla(model: keras.Model) -> keras.Model:

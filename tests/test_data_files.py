@@ -3,6 +3,7 @@ refused with one line naming the field."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -141,3 +142,45 @@ def test_a_cnn_on_a_table_and_a_bad_file_from_the_command_line_exit_2_without_tr
                           cwd=ROOT)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "model family cnn needs an image dataset" in proc.stderr and "data.csv has none" in proc.stderr
+
+
+def test_a_real_valued_target_is_a_regression_and_an_integer_label_a_class(tmp_path) -> None:
+    frame = table().assign(price=lambda f: 3.0 * f["size"] + np.random.default_rng(1).normal(0, 1, len(f)))
+    _, data = load(tmp_path, frame.drop(columns="label"), target="price")
+    assert data.task == "regression" and data.n_outputs == 1 and data.y_train.dtype.kind == "f"
+    _, data = load(tmp_path, frame.drop(columns="label"), target="count")  # 0..4: five classes
+    assert data.task == "classification" and data.n_classes == 5
+    _, data = load(tmp_path, frame.drop(columns="label"), target="count", task="regression")
+    assert data.task == "regression"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "training", "expected"),
+    [
+        ({"target": "label", "task": "regression"}, {}, "a regression target must be numeric; it holds 'yes'"),
+        (
+            {"target": "size", "split": {"train_size": 40, "stratify": True}},
+            {},
+            "a regression target has no classes to stratify by",
+        ),
+        (
+            {"target": "size"},
+            {"early_stopping": {"monitor": "val_accuracy"}},
+            "training.early_stopping.monitor = 'val_accuracy': a regression has no accuracy; use val_loss",
+        ),
+    ],
+    ids=["text-target", "stratify", "monitor"],
+)
+def test_a_regression_that_cannot_be_gets_one_line(tmp_path, dataset: dict, training: dict, expected: str) -> None:
+    table().to_csv(tmp_path / "data.csv", index=False)
+    space = tiny_space_dict(
+        dataset={"file": "data.csv", "split": {"train_size": 40}, **dataset},
+        training={"epochs": 2, "batch_size": 32, **training},
+    )
+    with pytest.raises(StudyError, match=re.escape(expected)):
+        parse_space(space, root=tmp_path)
+
+
+def test_a_built_in_regression_dataset_refuses_another_task() -> None:
+    with pytest.raises(StudyError, match="diabetes is a regression dataset"):
+        parse_space(tiny_space_dict(dataset={"name": "diabetes", "task": "classification"}))

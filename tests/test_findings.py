@@ -9,16 +9,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.analysis import findings, stats
+from study.analysis import findings, metrics, stats
 from study.analysis.tables import completed, summary
 from study.axes import AXES, AXIS
+from study.errors import StudyError
 from study.schema import COMPLETED
 
 
-def synthetic(grid: dict[str, list], seeds: int, accuracy, validation=None, rng_seed: int = 0) -> pd.DataFrame:
+def synthetic(
+    grid: dict[str, list], seeds: int, accuracy, validation=None, rng_seed: int = 0, extra: dict | None = None
+) -> pd.DataFrame:
     """A finished study's table: every (configuration, seed) of `grid` (other axes at their defaults), test accuracy
-    `accuracy(config, seed, rng)`, and validation accuracy `validation(config, seed, rng)` when given."""
+    `accuracy(config, seed, rng)` (None: a regression's, blank accuracy columns), validation accuracy
+    `validation(config, seed, rng)` when given, and each `extra` column (test_rmse, validation_nll, ...) from its
+    function of (config, seed, rng)."""
     rng = np.random.default_rng(rng_seed)
+    extra = extra or {}
     defaults = {a: (AXIS[a].off if AXIS[a].scientific else None) for a in AXES}
     defaults.update(hidden_units="8", learning_rate=1e-3, epochs=100, batch_size=32)
     rows = []
@@ -27,7 +33,8 @@ def synthetic(grid: dict[str, list], seeds: int, accuracy, validation=None, rng_
         for values in itertools.product(*grid.values()):
             config = {**defaults, **dict(zip(names, values, strict=True))}
             key = "-".join(f"{k}{v}" for k, v in config.items() if k in names)
-            test = accuracy(config, seed, rng)
+            test = accuracy(config, seed, rng) if accuracy else np.nan
+            validated = validation or any(c.startswith("validation_") for c in extra)
             rows.append(
                 {
                     **config,
@@ -36,14 +43,15 @@ def synthetic(grid: dict[str, list], seeds: int, accuracy, validation=None, rng_
                     "seed": seed,
                     "status": COMPLETED,
                     "test_accuracy": test,
-                    "train_accuracy": 1.0,
+                    "train_accuracy": 1.0 if accuracy else np.nan,
                     "validation_accuracy": validation(config, seed, rng) if validation else np.nan,
                     "best_epoch": 50,
                     "epochs_run": 100,
                     "still_improving": False,
                     "n_train": 300,
-                    "n_validation": 100 if validation else 0,
+                    "n_validation": 100 if validated else 0,
                     "n_test": 200,
+                    **{column: value(config, seed, rng) for column, value in extra.items()},
                 }
             )
     return completed(pd.DataFrame(rows))
@@ -189,3 +197,124 @@ def test_max_t_adjusts_the_exploratory_family_where_every_configuration_has_ever
     assert np.isnan(table.loc["dropout_rate0.0-l20.0", "vs_baseline_p_maxt"])  # the baseline itself
     holes = summary(done.iloc[1:])  # one trial missing: no max-T
     assert holes["vs_baseline_p_maxt"].isna().all()
+
+
+# --- other metrics: lower is better ------------------------------------------------------------------------
+
+
+def rmse(effects: dict[float, float], noise: float = 0.005):
+    """An RMSE of 1.0 plus a seed effect, `effects[dropout rate]` and noise (a regression's error)."""
+
+    def value(config, seed, rng):
+        return 1.0 + 0.02 * (seed % 5) + effects[config["dropout_rate"]] + rng.normal(0, noise)
+
+    return value
+
+
+def regression(grid: dict[str, list], seeds: int, test, validation=None, train=None) -> pd.DataFrame:
+    """A regression study's table: accuracy blank, test (and validation, train) RMSE from the given functions."""
+    extra = {"test_rmse": test, "test_mae": lambda c, s, r: 0.8, "test_r2": lambda c, s, r: 0.5}
+    extra.update({"validation_rmse": validation} if validation else {})
+    extra.update({"train_rmse": train} if train else {})
+    return synthetic(grid, seeds, None, extra=extra)
+
+
+def test_the_metric_registry_knows_names_directions_and_counterparts() -> None:
+    nll = metrics.get("mc_test_nll")
+    assert (nll.label, nll.higher_is_better, nll.short) == ("MC-dropout test NLL", False, "mc_nll")
+    assert nll.column("validation") == "mc_validation_nll" and nll.column("train") == "mc_train_nll"
+    accuracy = metrics.get("test_accuracy")
+    assert accuracy.difference(0.012) == "+1.2" and accuracy.unit == " points" and accuracy.tolerance(0.9) == 0.005
+    rmse_ = metrics.get("validation_rmse")
+    assert rmse_.tolerance(2.0) == pytest.approx(0.02)  # 1% of the best configuration's mean
+    assert "1% of the best configuration's mean validation RMSE" in rmse_.tolerance_words(0.02)
+    assert metrics.get("test_r2").higher_is_better and not metrics.get("test_ece").higher_is_better
+    assert not metrics.is_metric("test_foo") and not metrics.is_metric("best_test_accuracy")
+
+
+def test_the_default_metric_is_accuracy_for_a_classification_and_rmse_for_a_regression() -> None:
+    classification = synthetic({"dropout_rate": [0.0, 0.5]}, 3, lambda c, s, r: 0.8)
+    assert metrics.default(classification) == "test_accuracy"
+    done = regression({"dropout_rate": [0.0, 0.5]}, 3, rmse({0.0: 0.0, 0.5: -0.1}))
+    assert metrics.default(done) == "test_rmse"
+    assert metrics.available(done) == ["test_rmse", "test_mae", "test_r2"]  # accuracy is blank: not offered
+    protocol = findings.protocol_info(done, {})
+    assert (protocol.metric, protocol.selection_metric, protocol.optimistic) == ("test_rmse", "test_rmse", True)
+    with pytest.raises(
+        StudyError, match=r"^--metric 'test_accuracy' is not a metric .*: test_rmse, test_mae, test_r2$"
+    ):
+        metrics.resolve(done, "test_accuracy")
+
+
+def test_a_lower_is_better_metric_picks_the_configuration_with_the_smallest_mean() -> None:
+    # Dropout 0.2 has the lowest validation RMSE; 0.5 happens to read lowest on test. Selection picks 0.2.
+    validation = rmse({0.0: 0.0, 0.2: -0.15, 0.5: -0.05})
+    test = rmse({0.0: 0.0, 0.2: -0.05, 0.5: -0.15})
+    done = regression({"dropout_rate": [0.0, 0.2, 0.5]}, 8, test, validation)
+    table = summary(done)
+    assert table["metric"].eq("test_rmse").all() and not table["higher_is_better"].any()
+    assert table["selected_on"].iloc[0] == "validation_rmse"
+    assert table["configuration"].tolist() == ["dropout 0.2", "dropout 0.5", "no regularisation"]  # lowest first
+    assert table["prob_best"].iloc[0] > 0.9
+    assert table["tolerance"].iloc[0] == pytest.approx(0.01 * table["validation_rmse_mean"].iloc[0])
+    assert table["within_tolerance_of_best"].tolist() == [True, False, False]
+    recommendation = findings.recommendation_info(done, table)
+    assert recommendation.best == "dropout 0.2" and recommendation.metric == "test_rmse"
+    assert recommendation.best_test_mean == pytest.approx(table["test_rmse_mean"].iloc[0])
+    (effect,) = findings.planned_effects(done)
+    assert effect.configuration == "dropout 0.2"
+
+
+def test_a_regulariser_that_lowers_rmse_helps() -> None:
+    done = regression({"dropout_rate": [0.0, 0.5]}, 10, rmse({0.0: 0.0, 0.5: -0.1}), train=lambda c, s, r: 0.5)
+    (effect,) = findings.planned_effects(done)
+    assert effect.difference == pytest.approx(-0.1, abs=0.01) and effect.ci_high < 0
+    assert effect.verdict == "helps" and effect.prob_better == 1.0
+    table = summary(done).set_index("configuration")
+    assert table.loc["dropout 0.5", "vs_baseline_prob_better"] == 1.0
+    assert table.loc["dropout 0.5", "vs_baseline_difference"] == pytest.approx(-0.1, abs=0.01)
+    # The gap is positive when train is better than test: test RMSE minus train RMSE.
+    assert table.loc["no regularisation", "gap_mean"] == pytest.approx(0.54, abs=0.01)
+    power = findings.power_info(done, summary(done), [effect])
+    assert power.metric == "test_rmse" and power.spread < 0.02  # in RMSE units, not points
+    assert findings.variance_info(done, ["dropout_rate"]).metric == "test_rmse"
+    worse = regression({"dropout_rate": [0.0, 0.5]}, 10, rmse({0.0: 0.0, 0.5: 0.1}))
+    assert findings.planned_effects(worse)[0].verdict == "hurts"
+
+
+def test_a_nuisance_axis_is_tuned_to_the_lowest_validation_rmse() -> None:
+    # The best learning rate moves with dropout: 1e-3 without dropout, 1e-2 with it.
+    def error(config, seed, rng):
+        best = 1e-2 if config["dropout_rate"] > 0 else 1e-3
+        return 1.0 + (0.0 if config["learning_rate"] == best else 0.2) + rng.normal(0, 0.005)
+
+    done = regression({"dropout_rate": [0.0, 0.5], "learning_rate": [1e-3, 1e-2]}, 5, error, error)
+    tuned = findings.tune_nuisance(done, ("learning_rate",), "validation_rmse")
+    chosen = tuned.drop_duplicates("config_key").set_index("dropout_rate")["tuned_learning_rate"]
+    assert chosen.to_dict() == {0.0: 1e-3, 0.5: 1e-2}
+    rows = findings.isolation_info(done, "dropout_rate", "learning_rate", "validation_rmse")
+    assert "test_rmse" in rows.columns
+    best = rows[rows["curve"] == findings.TUNED].drop_duplicates("dropout_rate").set_index("dropout_rate")
+    assert best["learning_rate"].to_dict() == {0.0: 1e-3, 0.5: 1e-2}
+
+
+def test_naming_nll_measures_every_statistic_on_nll() -> None:
+    # Dropout raises accuracy and worsens NLL; L2 lowers NLL and leaves accuracy alone.
+    def accuracy(config, seed, rng):
+        return 0.8 + 0.05 * (config["dropout_rate"] > 0) + seed_effect(seed) + rng.normal(0, 0.003)
+
+    def nll(config, seed, rng):
+        return 0.5 + 0.05 * (config["dropout_rate"] > 0) - 0.1 * (config["l2"] > 0) + rng.normal(0, 0.005)
+
+    grid = {"dropout_rate": [0.0, 0.5], "l2": [0.0, 0.01]}
+    done = synthetic(grid, 10, accuracy, accuracy, extra={"test_nll": nll, "validation_nll": nll})
+    assert metrics.available(done) == ["test_accuracy", "test_nll"]
+    by_accuracy = {e.axis: e.verdict for e in findings.planned_effects(done)}
+    assert by_accuracy == {"dropout_rate": "helps", "l2": "noise"}
+    by_nll = {e.axis: e.verdict for e in findings.planned_effects(done, metric="test_nll")}
+    assert by_nll == {"dropout_rate": "hurts", "l2": "helps"}
+    table = summary(done, metric="test_nll")
+    assert table["configuration"].iloc[0] == "L2 0.01" and table["selected_on"].iloc[0] == "validation_nll"
+    assert "gap_mean" not in table and "train_accuracy_mean" not in table  # no train NLL recorded
+    assert findings.recommendation_info(done, table).best == "L2 0.01"
+    assert summary(done)["configuration"].iloc[0].startswith("dropout 0.5")

@@ -11,12 +11,12 @@ import dataclasses
 import numpy as np
 import pytest
 from conftest import tiny_space_dict
-from fidelity import keras_order, keras_reference, keras_weights, stacked_from_keras
+from fidelity import keras_order, keras_reference, keras_weights, metric_names, stacked_from_keras
 from scipy import stats
 
 from study.engines import population
 from study.engines.base import split_for
-from study.engines.training import METRICS
+from study.engines.training import EXTRAS
 from study.space import parse_space
 
 # Float32 rounding accumulates over epochs; measured differences are ~1e-7 after 40 epochs.
@@ -38,8 +38,12 @@ def compare_exactly(space_dict: dict) -> int:
     for i, (keras_w, pop_w) in enumerate(pairs):
         np.testing.assert_allclose(pop_w, keras_w, atol=EXACT_ATOL, err_msg=f"weight {i} (Keras layer order)")
     np.testing.assert_allclose(p_hist[:, 0, :], history, atol=EXACT_ATOL, err_msg="per-epoch history")
-    keras_final = [final.get(m, np.nan) for m in METRICS]
+    data = split_for(trial)
+    keras_final = [final.get(m, np.nan) for m in metric_names(data)]
     np.testing.assert_allclose(p_final[0], keras_final, atol=EXACT_ATOL, err_msg="final evaluation")
+    if data.task == "regression":
+        keras_extras = [final.get(m, np.nan) for m in EXTRAS]
+        np.testing.assert_allclose(ours.extras[0], keras_extras, atol=EXACT_ATOL, err_msg="final MAE and R2")
     return int(epochs_run[0])
 
 
@@ -80,6 +84,17 @@ def test_matches_keras_early_stopping_epoch_for_epoch(early_stopping: dict) -> N
         model={"hidden_units": [128]},
     )
     assert compare_exactly(space) < 200, "the case should stop early to test stopping"
+
+
+@pytest.mark.parametrize(
+    "axes", [{}, {"l2": [1e-3], "batch_norm": [True], "max_norm": [0.5]}], ids=["plain", "regularised"]
+)
+def test_a_regression_matches_keras_exactly(axes: dict) -> None:
+    # Mean squared error, a linear output, RMSE per epoch, and RMSE, MAE and R2 at the end, with validation rows.
+    dataset = {"name": "friedman1", "params": {"n_samples": 160}, "standardize": True,
+               "split": {"train_size": 100, "validation_size": 20}}  # fmt: skip
+    training, model = {"epochs": 15, "batch_size": 32}, {"hidden_units": [16, 8]}
+    compare_exactly(tiny_space_dict(dataset=dataset, axes=axes, seeds=[2], training=training, model=model))
 
 
 def test_early_stopping_watches_the_validation_rows_as_keras_does() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import zlib
 
@@ -11,7 +12,9 @@ import pandas as pd
 import pytest
 from conftest import PYTHON, ROOT, fake_result, tiny_space_dict
 
+import study.store
 from study.analysis.report import build_report, find_study_folder
+from study.api import load
 from study.errors import StudyError
 from study.space import parse_space
 from study.store import ResultsStore
@@ -217,3 +220,120 @@ def test_with_a_validation_split_the_report_says_the_test_set_only_measured(tmp_
     assert "10 of the training rows are held out for validation" in text
     assert "chosen on validation accuracy" in text and "winner's curse" not in text
     assert pd.read_csv(folder / "summary.csv")["selected_on"].eq("validation_accuracy").all()
+
+
+# --- other metrics ------------------------------------------------------------------------------------------
+
+
+def make_metric_study(tmp_path, monkeypatch, space_dict: dict, row, curves=None):
+    """A fabricated study whose trials also carry other metrics' columns: `row(trial)` gives the row's values
+    (test_rmse, test_nll, ...) and `curves(trial, epochs)` the per-epoch ones. The store keeps those columns, as it
+    does once the schema lists them."""
+    space = parse_space(space_dict)
+    results = []
+    for trial in space.trials():
+        result = fake_result(trial, epochs=20)
+        result.row.update(row(trial))
+        for column, values in (curves(trial, 20) if curves else {}).items():
+            result.curves[column] = values
+        results.append(result)
+    trial_columns = [c for c in results[0].row if c not in study.store.TRIAL_COLUMNS]
+    curve_columns = [c for c in results[0].curves.columns if c not in study.store.CURVE_COLUMNS]
+    monkeypatch.setattr(study.store, "TRIAL_COLUMNS", (*study.store.TRIAL_COLUMNS, *trial_columns))
+    monkeypatch.setattr(study.store, "CURVE_COLUMNS", (*study.store.CURVE_COLUMNS, *curve_columns))
+    store = ResultsStore(tmp_path / space.name)
+    store.begin(space, engine="fake")
+    store.commit(results)
+    store.finish(len(results), 0)
+    return store.folder
+
+
+def test_a_regression_study_reports_on_rmse_by_default(tmp_path, monkeypatch) -> None:
+    def error(trial) -> float:  # dropout lowers the RMSE by 0.1, the larger learning rate raises it; L2 does nothing
+        return 1.8 - noisy(0.1)(trial) + (0.05 if trial.config["learning_rate"] > 0.001 else 0.0)
+
+    def row(trial) -> dict:  # accuracy is blank
+        blank = dict.fromkeys(["train_accuracy", "test_accuracy", "validation_accuracy", "best_test_accuracy"])
+        rmse = {"test_rmse": error(trial), "validation_rmse": error(trial) + 0.01, "train_rmse": 0.3}
+        return {**blank, **rmse, "n_classes": 0, "test_mae": 0.8, "test_r2": 0.5}
+
+    def curves(trial, epochs: int) -> dict:
+        falling = np.linspace(2.0, error(trial), epochs)
+        blank = dict.fromkeys(["train_accuracy", "test_accuracy", "validation_accuracy"], np.nan)
+        return {**blank, "train_rmse": falling / 3, "test_rmse": falling, "validation_rmse": falling + 0.01}
+
+    split = {"train_size": 40, "validation_size": 10}
+    axes = {"dropout_rate": [0.0, 0.5], "l2": [0.0, 0.01], "learning_rate": [0.001, 0.01]}
+    space = tiny_space_dict(dataset={"name": "circles", "split": split}, axes=axes, nuisance=["learning_rate"], seeds=8)
+    folder = make_metric_study(tmp_path, monkeypatch, space, row, curves)
+    paths = build_report(folder)
+    summary = pd.read_csv(paths["summary"])
+    assert summary["metric"].eq("test_rmse").all() and not summary["higher_is_better"].any()
+    assert summary["selected_on"].eq("validation_rmse").all() and summary["tuned_learning_rate"].eq(0.001).all()
+    assert summary.iloc[0]["dropout_rate"] == 0.5  # the lowest mean RMSE first
+    assert summary.iloc[0]["vs_baseline_difference"] == pytest.approx(-0.1, abs=0.02)
+    assert summary["gap_mean"].gt(0).all()  # test RMSE above train RMSE
+    report = paths["report"].read_text()
+    line = next(line for line in report.splitlines() if line.startswith("- **Dropout alone**"))
+    assert re.search(r"mean test RMSE \(lower is better\) by -0\.(09|10)\d* \(95% CI", line), line
+    assert "larger than seed noise: it helps" in line
+    assert "chosen on validation RMSE" in line and "Tuned per setting (best on validation RMSE)" in report
+    assert "Metrics (regression)" in report and "One test row is worth" not in report
+    assert "and validation (dotted) RMSE per epoch" in report and "## Variance of test RMSE explained" in report
+    assert "Also recorded: `test_loss`, `test_mae`, `test_r2`" in report
+    assert "accuracy_vs_dropout_rate" not in paths
+    for name in (
+        "rmse_vs_dropout_rate",
+        "rmse_vs_l2",
+        "heatmap_dropout_rate_x_l2",
+        "isolation_dropout_rate_learning_rate",
+    ):
+        assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_metric_test_nll_turns_the_conclusions_to_nll(tmp_path, monkeypatch) -> None:
+    def nll(trial) -> float:  # dropout raises accuracy by 10 points and makes the probabilities worse
+        return 0.5 + 0.01 * (trial.seed % 4) + 0.05 * bool(trial.config["dropout_rate"]) + 0.001 * noisy(0)(trial)
+
+    split = {"train_size": 40, "validation_size": 10}
+    space = tiny_space_dict(dataset={"name": "circles", "split": split}, axes={"dropout_rate": [0.0, 0.5]}, seeds=12)
+    accuracy = noisy(0.1)
+
+    def row(trial) -> dict:
+        return {"test_accuracy": accuracy(trial), "test_nll": nll(trial), "validation_nll": nll(trial) + 0.01}
+
+    folder = make_metric_study(tmp_path, monkeypatch, space, row)
+    default = build_report(folder)["report"].read_text()
+    assert "it helps" in next(line for line in default.splitlines() if line.startswith("- **Dropout alone**"))
+    assert "Also recorded: `test_loss`, `test_nll`" in default
+
+    paths = build_report(folder, metric="test_nll")
+    report = paths["report"].read_text()
+    line = next(line for line in report.splitlines() if line.startswith("- **Dropout alone**"))
+    assert "chosen on validation NLL" in line and "mean test NLL (lower is better) by +0.05" in line
+    assert "larger than seed noise: it hurts" in line
+    assert "every statistic and figure below is of test NLL, lower is better" in report
+    assert "**Recommendation** -- chosen on validation NLL (lower is better): no regularisation" in report
+    assert "of the best configuration's mean validation NLL" in report  # the tolerance, stated
+    assert "no per-epoch test NLL is recorded: the curves show the test loss" in report
+    assert "## Variance of test NLL explained" in report and "points" not in line
+    summary = pd.read_csv(paths["summary"])
+    assert summary["metric"].eq("test_nll").all() and summary["selected_on"].eq("validation_nll").all()
+    assert summary.iloc[0]["dropout_rate"] == 0.0 and "test_nll_mean" in summary and "test_accuracy_mean" not in summary
+    assert paths["nll_vs_dropout_rate"].exists() and "accuracy_vs_dropout_rate" not in paths
+    assert load(folder).summary(metric="test_nll")["configuration"].iloc[0] == "no regularisation"
+
+
+def test_an_unknown_metric_is_one_line_and_exit_2(tmp_path) -> None:
+    folder = make_study(tmp_path, tiny_space_dict())
+    proc = subprocess.run(
+        [PYTHON, "-m", "study", "report", str(folder), "--metric", "test_nll"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "error: --metric 'test_nll' is not a metric this study records for every finished trial; choose one of: "
+        "test_accuracy, test_loss\n"
+    )
+    assert not (folder / "summary.csv").exists() and not (folder / "figures").exists()
+    with pytest.raises(StudyError, match="--metric 'validation_accuracy' is not a metric"):  # measured on test only
+        build_report(folder, metric="validation_accuracy")

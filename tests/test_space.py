@@ -28,6 +28,7 @@ FINGERPRINT_BEFORE_FAMILIES = "02ac1d8ddafb98f9aa1ee50c18c49067cfc69df1599376e29
         ("smoke.yaml", 12),
         ("learning_rate.yaml", 200),
         ("csv_example.yaml", 80),
+        ("regression.yaml", 100),
     ],
 )
 def test_shipped_spaces_are_valid_with_expected_trial_counts(file: str, trials: int) -> None:

@@ -1,7 +1,9 @@
 """Seaborn figures of a study. Each function draws one PNG from tidy frames and returns its path.
 
 Colours mean the same thing everywhere: test is solid, train dashed; a numeric hue (a rate) uses the sequential
-viridis palette, weak to strong; on/off and other categories the colour-blind-safe palette, in level order.
+viridis palette, weak to strong; on/off and other categories the colour-blind-safe palette, in level order. Every
+figure draws the metric it is given (`metrics.Metric`: test accuracy unless the report measures another), labelled
+with its name and direction; in a heatmap the brightest cell is the best whichever way is better.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from study.analysis import stats
+from study.analysis import metrics, stats
 from study.analysis.tables import AXIS_LABELS, AXIS_NAMES, NUMERIC_AXES, level_label, levels
 
 
@@ -61,15 +63,21 @@ def _positions(trials: pd.DataFrame, axis: str) -> tuple[pd.Series, list[float],
     return x, list(range(len(order))), list(index)
 
 
-def accuracy_vs_axis(
+ACCURACY = metrics.get("test_accuracy")
+
+
+def metric_vs_axis(
     trials: pd.DataFrame,
     axis: str,
     path: Path,
+    metric: metrics.Metric = ACCURACY,
+    train: str | None = "train_accuracy",
     hue: str | None = None,
     facet: str | None = None,
     note: str = "",
 ) -> Path:
-    """Test (solid) and train (dashed) accuracy against `axis`: mean and 95% t interval over seeds.
+    """Test (solid) and, where `train` names its train column, train (dashed) `metric` against `axis`: mean and
+    95% t interval over seeds.
 
     One line pair per value of `hue`, one panel per value of `facet`. `note` goes under the title (which
     axes were held fixed).
@@ -78,8 +86,9 @@ def accuracy_vs_axis(
     data = trials.copy()
     data["_x"], ticks, tick_labels = _positions(trials, axis)
     id_vars = ["_x", "seed", *(c for c in (hue, facet) if c)]
-    long = data.melt(id_vars=id_vars, value_vars=["test_accuracy", "train_accuracy"], value_name="accuracy")
-    long["split"] = long.pop("variable").str.removesuffix("_accuracy")
+    columns = {metric.name: "test", **({train: "train"} if train else {})}
+    long = data.melt(id_vars=id_vars, value_vars=list(columns), value_name="value")
+    long["split"] = long.pop("variable").map(columns)
     kwargs = {"hue": "split", "palette": SPLIT_COLOURS}
     if hue:  # the column takes the axis's display name: seaborn writes it as the legend's heading
         long[AXIS_NAMES[hue]] = long.pop(hue).map(lambda v: level_label(hue, v))
@@ -93,9 +102,9 @@ def accuracy_vs_axis(
         data=long,
         kind="line",
         x="_x",
-        y="accuracy",
+        y="value",
         style="split",
-        style_order=["test", "train"],
+        style_order=["test", "train"][: len(columns)],
         dashes=SPLIT_DASHES,
         markers={"test": "o", "train": "s"},
         errorbar=T_INTERVAL,
@@ -109,34 +118,47 @@ def accuracy_vs_axis(
         ax.set_xlabel(AXIS_LABELS.get(axis, axis))
         if axis not in NUMERIC_AXES:
             ax.margins(x=0.15)  # categories: keep the end points off the frame
-    grid.set_ylabels("Accuracy (fraction correct)")
+    grid.set_ylabels(metric.axis_label(split=not train))
     grid.set_titles("{col_name}" if facet else "")
     n_seeds = int(trials.groupby("config_key")["seed"].nunique().median())
-    title = f"Accuracy against {AXIS_NAMES[axis]}: mean and 95% t interval over {n_seeds} seeds"
+    what = _capital(metric.label.removeprefix("test ") if train else metric.label)
+    title = f"{what} against {AXIS_NAMES[axis]}: mean and 95% t interval over {n_seeds} seeds"
     grid.figure.suptitle(title + (f"\n({note})" if note else ""), y=1.1 if note else 1.04)
     return _save(grid.figure, path)
 
 
-def heatmap(trials: pd.DataFrame, x: str, y: str, path: Path, note: str = "") -> Path:
-    """Mean test accuracy over seeds for every pair of values of two axes, annotated."""
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def heatmap(
+    trials: pd.DataFrame, x: str, y: str, path: Path, metric: metrics.Metric = ACCURACY, note: str = ""
+) -> Path:
+    """Mean `metric` over seeds for every pair of values of two axes, annotated; the brightest cell is the best
+    (the colour scale is reversed where lower is better)."""
     _theme()
     data = trials.assign(_x=trials[x].map(lambda v: level_label(x, v)), _y=trials[y].map(lambda v: level_label(y, v)))
-    table = data.pivot_table(index="_y", columns="_x", values="test_accuracy", aggfunc="mean")
+    table = data.pivot_table(index="_y", columns="_x", values=metric.name, aggfunc="mean")
     table = table.reindex(
         index=[level_label(y, v) for v in levels(trials, y)], columns=[level_label(x, v) for v in levels(trials, x)]
     )
     fig, ax = plt.subplots(figsize=(1.1 * table.shape[1] + 3, 0.7 * table.shape[0] + 2.2))
-    sns.heatmap(table, annot=True, fmt=".3f", cmap="viridis", cbar_kws={"label": "Mean test accuracy"}, ax=ax)
+    fmt = ".3f" if metric.measure.unit_range else ".3g"
+    cmap = "viridis" if metric.higher_is_better else "viridis_r"
+    label = f"Mean {metric.label} ({metric.direction})"
+    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, cbar_kws={"label": label}, ax=ax)
     ax.set_xlabel(AXIS_LABELS.get(x, x))
     ax.set_ylabel(AXIS_LABELS.get(y, y))
     ax.invert_yaxis()  # weakest regularisation at the bottom left
-    ax.set_title(f"Mean test accuracy: {AXIS_NAMES[x]} x {AXIS_NAMES[y]}" + (f"\n{note}" if note else ""))
+    ax.set_title(f"Mean {metric.label}: {AXIS_NAMES[x]} x {AXIS_NAMES[y]}" + (f"\n{note}" if note else ""))
     return _save(fig, path)
 
 
-def learning_curves(curves: pd.DataFrame, panels: dict[str, list[str]], path: Path) -> Path:
-    """Train (dashed), test (solid) and, where recorded, validation (dotted) accuracy per epoch, one panel per
-    configuration.
+def learning_curves(
+    curves: pd.DataFrame, panels: dict[str, list[str]], path: Path, metric: metrics.Metric = ACCURACY
+) -> Path:
+    """Train (dashed), test (solid) and, where recorded, validation (dotted) `metric` per epoch (its columns
+    `<split>_<measure>` of the curves), one panel per configuration.
 
     Each panel shows the mean over the configuration's seeds with a 95% band (mean ± 1.96 standard errors).
     `panels` maps a panel title to the trial keys (seeds) of one configuration.
@@ -146,48 +168,51 @@ def learning_curves(curves: pd.DataFrame, panels: dict[str, list[str]], path: Pa
     axes = np.atleast_1d(axes)
     for ax, (title, keys) in zip(axes, panels.items(), strict=True):
         part = curves[curves["trial_key"].isin(keys)]
-        splits = ["train", "test", *(["validation"] if part["validation_accuracy"].notna().any() else [])]
-        by_epoch = part.groupby("epoch")[[f"{split}_accuracy" for split in splits]].agg(["mean", "std", "count"])
+        column = {split: metric.column(split) for split in ("train", "test", "validation")}
+        splits = [s for s in column if s == "test" or metrics.recorded_any(part, column[s])]
+        by_epoch = part.groupby("epoch")[[column[split] for split in splits]].agg(["mean", "std", "count"])
         epochs = by_epoch.index.to_numpy()
         step = max(1, len(epochs) // MAX_CURVE_POINTS)
         shown = np.unique(np.r_[np.arange(0, len(epochs), step), len(epochs) - 1])
         for split in splits:
-            s = by_epoch[f"{split}_accuracy"].iloc[shown]
+            s = by_epoch[column[split]].iloc[shown]
             half = 1.96 * s["std"].fillna(0) / np.sqrt(s["count"])
             x = epochs[shown]
             ax.plot(x, s["mean"], color=SPLIT_COLOURS[split], ls=SPLIT_LINES[split], label=split)
             ax.fill_between(x, s["mean"] - half, s["mean"] + half, color=SPLIT_COLOURS[split], alpha=0.2, lw=0)
         ax.set_title(f"{_wrap(title)}\n({len(keys)} seeds)", fontsize=11)
         ax.set_xlabel("Epoch")
-        ax.set_ylim(-0.02, 1.02)
-    axes[0].set_ylabel("Accuracy (fraction correct)")
-    axes[0].legend(loc="lower right", frameon=True)
+        if metric.measure.unit_range:
+            ax.set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel(metric.axis_label(split=False))
+    axes[0].legend(loc="lower right" if metric.higher_is_better else "upper right", frameon=True)
     fig.suptitle("Learning curves: mean and 95% band over seeds (train with dropout active, as Keras reports it)")
     return _save(fig, path)
 
 
-def seed_spread(trials: pd.DataFrame, labels: dict[str, str], path: Path) -> Path:
-    """Every seed's test accuracy per configuration (points over a box), configurations in the given order."""
+def seed_spread(trials: pd.DataFrame, labels: dict[str, str], path: Path, metric: metrics.Metric = ACCURACY) -> Path:
+    """Every seed's `metric` per configuration (points over a box), configurations in the given order."""
     data = trials[trials["config_key"].isin(labels)].assign(configuration=lambda d: d["config_key"].map(labels))
     return _seeds_per_configuration(
         data,
-        "test_accuracy",
+        metric.name,
         list(labels.values()),
         SPLIT_COLOURS["test"],
-        "Test accuracy (fraction correct), one point per seed",
-        "Seed-to-seed spread of test accuracy",
+        f"{metric.axis_label()}, one point per seed",
+        f"Seed-to-seed spread of {metric.label}",
         path,
     )
 
 
-def paired_differences(differences: pd.DataFrame, path: Path) -> Path:
-    """Per-seed differences in test accuracy against the baseline (columns: configuration, difference)."""
+def paired_differences(differences: pd.DataFrame, path: Path, metric: metrics.Metric = ACCURACY) -> Path:
+    """Per-seed differences in `metric` against the baseline (columns: configuration, difference)."""
+    side = "right" if metric.higher_is_better else "left"
     return _seeds_per_configuration(
         differences,
         "difference",
         list(dict.fromkeys(differences["configuration"])),
         "#2ca02c",
-        "Test accuracy minus the baseline's, same seed (right of 0: better than no regularisation)",
+        f"{_capital(metric.label)} minus the baseline's, same seed ({side} of 0: better than no regularisation)",
         "Paired differences against the unregularised baseline",
         path,
         zero_line=True,
@@ -217,9 +242,10 @@ def _wrap(text: str, width: int = 42) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
-def isolation(rows: pd.DataFrame, axis: str, nuisance: str, path: Path) -> Path:
-    """The playbook's isolation plot: test accuracy against `axis` for each fixed nuisance value (thin lines) and
-    at the best nuisance value per setting (thick black line); means and 95% t intervals over seeds."""
+def isolation(rows: pd.DataFrame, axis: str, nuisance: str, path: Path, metric: metrics.Metric = ACCURACY) -> Path:
+    """The playbook's isolation plot: `metric` (a column of `rows`) against `axis` for each fixed nuisance value
+    (thin lines) and at the best nuisance value per setting (thick black line); means and 95% t intervals over
+    seeds."""
     _theme()
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     x, ticks, tick_labels = _positions(rows, axis)
@@ -227,14 +253,16 @@ def isolation(rows: pd.DataFrame, axis: str, nuisance: str, path: Path) -> Path:
     fixed = data[data["curve"] != "best per setting"]
     order = [f"{AXIS_NAMES[nuisance]} {level_label(nuisance, v)}" for v in levels(fixed, nuisance)]
     palette = dict(zip(order, sns.color_palette("viridis", len(order)), strict=True))
-    line = {"x": "_x", "y": "test_accuracy", "errorbar": T_INTERVAL, "ax": ax}
+    line = {"x": "_x", "y": metric.name, "errorbar": T_INTERVAL, "ax": ax}
     sns.lineplot(data=fixed, hue="curve", hue_order=order, palette=palette, marker="o", linewidth=1.2, **line)
     tuned = data[data["curve"] == "best per setting"]
     label = f"best {AXIS_NAMES[nuisance]} per setting"
     sns.lineplot(data=tuned, color="black", marker="D", linewidth=2.6, label=label, **line)
     ax.set_xticks(ticks, tick_labels)
     ax.set_xlabel(AXIS_LABELS.get(axis, axis))
-    ax.set_ylabel("Test accuracy (fraction correct)")
-    ax.set_title(f"Test accuracy against {AXIS_NAMES[axis]}: at each {AXIS_NAMES[nuisance]}, and at the best one")
+    ax.set_ylabel(metric.axis_label())
+    ax.set_title(
+        f"{_capital(metric.label)} against {AXIS_NAMES[axis]}: at each {AXIS_NAMES[nuisance]}, and at the best one"
+    )
     ax.legend(title=None, fontsize="small")
     return _save(fig, path)

@@ -2,9 +2,11 @@
 
 `report.py` turns these records into sentences; the tests check the records. The protocol they follow:
 
-- Selection (the best configuration, each regulariser's best setting, the recommendation) uses validation
-  accuracy; the test set only measures what was selected. Without a validation split it falls back to test
-  accuracy and `Protocol.optimistic` says so.
+- One metric is measured (`metrics.py`: test accuracy by default, test RMSE for a regression, or the one named):
+  every comparison knows whether higher or lower is better ("helps", the best, the tolerance, the tuning).
+- Selection (the best configuration, each regulariser's best setting, the recommendation) uses the metric's
+  validation counterpart; the test set only measures what was selected. Without a validation split it falls back
+  to the test metric and `Protocol.optimistic` says so.
 - Each configuration is compared with the unregularised configuration of its own context (same width, learning
   rate, epochs, ...), paired over seeds.
 - The planned family -- each regulariser alone, at its best setting, against the baseline, in each context -- is
@@ -20,14 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from study.analysis import stats
+from study.analysis import metrics, stats
 from study.analysis.tables import (
     AXIS_NAMES,
     NUMERIC_AXES,
     OFF_VALUES,
-    TOLERANCE,
     baseline_mask,
     baselines,
+    compare,
     config_label,
     context_axes,
     is_off,
@@ -46,7 +48,8 @@ from study.axes import RATE_AXES
 class Protocol:
     """How the study's numbers were obtained: what chose, what measured, what varied between seeds."""
 
-    selection_metric: str  # validation_accuracy, or test_accuracy without a validation split
+    metric: str  # what is measured: test_accuracy, test_rmse, test_nll, ...
+    selection_metric: str  # its validation counterpart, or the metric itself without a validation split
     optimistic: bool  # selection and early stopping looked at the test set
     n_train: int
     n_validation: int
@@ -58,11 +61,13 @@ class Protocol:
     nuisance: tuple[str, ...]  # axes tuned away (best value per setting of the others, on validation)
 
 
-def protocol_info(done: pd.DataFrame, space: dict) -> Protocol:
-    """The protocol record of a study's finished trials and its space as run (the manifest's `space`)."""
+def protocol_info(done: pd.DataFrame, space: dict, metric: str | None = None) -> Protocol:
+    """The protocol record of a study's finished trials and its space as run (the manifest's `space`), measuring
+    `metric` (default: the study's)."""
     first = done.iloc[0]
     split = space.get("dataset", {}).get("split", {})
-    select = selection_metric(done)
+    metric = metric or metrics.default(done)
+    select = selection_metric(done, metric)
     swept = varying_axes(done)
     sources = {
         "initial weights": True,
@@ -87,8 +92,9 @@ def protocol_info(done: pd.DataFrame, space: dict) -> Protocol:
         settings.append(f"Adam betas {optimizer['beta_1']:g}/{optimizer['beta_2']:g}")
     n_val = first.get("n_validation")
     return Protocol(
+        metric=metric,
         selection_metric=select,
-        optimistic=select == "test_accuracy",
+        optimistic=select == metric,
         n_train=int(first["n_train"]),
         n_validation=0 if pd.isna(n_val) else int(n_val),
         n_test=int(first["n_test"]),
@@ -104,8 +110,9 @@ def protocol_info(done: pd.DataFrame, space: dict) -> Protocol:
 
 
 def tune_nuisance(done: pd.DataFrame, nuisance: tuple[str, ...], metric: str) -> pd.DataFrame:
-    """The trials at the best nuisance value for every setting of the other axes (best mean `metric`, which is
-    validation accuracy where there is a validation split): what the report compares when axes are tuned away.
+    """The trials at the best nuisance value for every setting of the other axes (best mean `metric` -- the
+    highest, or the lowest where lower is better -- the selection metric, validation where there is a validation
+    split): what the report compares when axes are tuned away.
 
     The nuisance column is blanked (so no analysis sees it as an axis) and its chosen value kept as `tuned_<axis>`.
     """
@@ -115,10 +122,11 @@ def tune_nuisance(done: pd.DataFrame, nuisance: tuple[str, ...], metric: str) ->
     others = [a for a in varying_axes(done) if a not in nuisance]
     first = done.drop_duplicates("config_key").set_index("config_key")
     first = first.assign(_mean=done.groupby("config_key", sort=False)[metric].mean())
+    best = metrics.get(metric).best
     if others:
-        keep = first.groupby([first[a].astype(str) for a in others], sort=False)["_mean"].idxmax()
+        keep = first.groupby([first[a].astype(str) for a in others], sort=False)["_mean"].agg(best)
     else:
-        keep = pd.Series([first["_mean"].idxmax()])
+        keep = pd.Series([best(first["_mean"])])
     tuned = done[done["config_key"].isin(set(keep))].reset_index(drop=True)
     return tuned.assign(**{f"tuned_{a}": tuned[a] for a in nuisance}, **{a: np.nan for a in nuisance})
 
@@ -134,7 +142,7 @@ def tuned_label(row: pd.Series) -> str:
 
 @dataclass(frozen=True)
 class Effect:
-    """One configuration against its own baseline, on test accuracy (paired over shared seeds)."""
+    """One configuration against its own baseline, on the measured metric (paired over shared seeds)."""
 
     axis: str  # the regulariser it shows alone (planned family), or "" (exploratory)
     context: str  # e.g. "width 64" (empty when the study varies no context axis)
@@ -143,13 +151,13 @@ class Effect:
     baseline_key: str
     seeds: int
     paired: bool
-    difference: float  # test accuracy, configuration minus baseline
+    difference: float  # the metric, configuration minus baseline, in its units (negative is better where lower is)
     ci_low: float  # corrected for the family (Bonferroni), t interval
     ci_high: float
     p_value: float
     p_adjusted: float  # Holm over the family
     family_size: int
-    prob_better: float
+    prob_better: float  # the probability that a seed does better (lower, where lower is better)
     reachable: bool  # can any result of the paired test survive the family's correction at these seeds?
     verdict: str  # helps, hurts, probably helps, probably hurts, noise
 
@@ -158,10 +166,13 @@ def _context_label(row: pd.Series, context: list[str]) -> str:
     return ", ".join(f"{AXIS_NAMES[a]} {level_label(a, row[a])}" for a in context)
 
 
-def planned_effects(done: pd.DataFrame, seed: int = 0) -> list[Effect]:
+def planned_effects(done: pd.DataFrame, seed: int = 0, metric: str | None = None) -> list[Effect]:
     """Each varying regulariser alone (every other varying regulariser off), at its best setting chosen on the
-    selection metric, against the baseline of its context, on test accuracy: one family, Holm-corrected."""
-    select = selection_metric(done)
+    selection metric, against the baseline of its context, on `metric` (default: the study's): one family,
+    Holm-corrected."""
+    metric = metric or metrics.default(done)
+    select = selection_metric(done, metric)
+    best = metrics.get(select).best
     context = context_axes(done)
     base_of = baselines(done)
     axes = varying_axes(done)
@@ -170,22 +181,24 @@ def planned_effects(done: pd.DataFrame, seed: int = 0) -> list[Effect]:
         alone = done[baseline_mask(done, except_axes=(axis,)) & ~is_off(done, axis)]
         groups = alone.groupby([alone[a].astype(str) for a in context], sort=False) if context else [("", alone)]
         for _, rows in groups:
-            key = rows.groupby("config_key")[select].mean().idxmax()
+            key = best(rows.groupby("config_key")[select].mean())
             base = base_of.get(key)
             if base is not None:
                 chosen.append((axis, rows[rows.config_key == key].iloc[0], base))
-    return _family(done, chosen, context, axes, seed)
+    return _family(done, chosen, context, axes, metric, seed)
 
 
-def _family(done: pd.DataFrame, chosen: list, context: list[str], axes: list[str], seed: int) -> list[Effect]:
+def _family(
+    done: pd.DataFrame, chosen: list, context: list[str], axes: list[str], metric: str, seed: int
+) -> list[Effect]:
     m = len(chosen)
     if not m:
         return []
     level = 1 - stats.ALPHA / m  # Bonferroni: simultaneous coverage of the family's intervals
     found = []
     for axis, row, base in chosen:
-        treatment, reference = per_seed(done, row.config_key), per_seed(done, base)
-        comparison = stats.compare(treatment, reference, seed)
+        treatment, reference = per_seed(done, row.config_key, metric), per_seed(done, base, metric)
+        comparison = compare(treatment, reference, metric, seed)
         shared = treatment.index.intersection(reference.index)
         differences = (treatment[shared] - reference[shared]).to_numpy()
         if comparison.paired:
@@ -215,7 +228,7 @@ def _family(done: pd.DataFrame, chosen: list, context: list[str], axes: list[str
                 family_size=m,
                 prob_better=c.prob_better,
                 reachable=reachable,
-                verdict=_verdict(c.difference, float(p_adj), low, high),
+                verdict=_verdict(metrics.get(metric).sign * c.difference, float(p_adj), low, high),
             )
         )
     return effects
@@ -227,8 +240,9 @@ def significance_reachable(smallest_p: float, comparisons: int) -> bool:
     return smallest_p * comparisons < stats.ALPHA
 
 
-def _verdict(difference: float, p_adjusted: float, low: float, high: float) -> str:
-    direction = "helps" if difference > 0 else "hurts"
+def _verdict(improvement: float, p_adjusted: float, low: float, high: float) -> str:
+    """`improvement` is the difference signed so that positive is better; the interval's sign does not matter."""
+    direction = "helps" if improvement > 0 else "hurts"
     if p_adjusted < stats.ALPHA:
         return direction
     if low > 0 or high < 0:
@@ -241,10 +255,12 @@ def _verdict(difference: float, p_adjusted: float, low: float, high: float) -> s
 
 @dataclass(frozen=True)
 class Recommendation:
-    """The settings as good as the best on the selection metric, and the selected one's test result."""
+    """The settings as good as the best on the selection metric, and the selected one's test result (on the
+    measured `metric`)."""
 
+    metric: str
     selected_on: str
-    tolerance: float
+    tolerance: float  # in the selection metric's units (`metrics.Metric.tolerance_words` writes it)
     best_key: str
     best: str
     tuned: str  # the nuisance values chosen for the best configuration, e.g. "learning rate 0.01"
@@ -260,8 +276,14 @@ class Recommendation:
     baseline_test: tuple[float, float, float] | None = None  # the best's own baseline: mean, CI low, CI high
 
 
+def _table_metric(table: pd.DataFrame) -> str:
+    """The metric a summary table measures (tables written before it said so measured test accuracy)."""
+    return str(table["metric"].iloc[0]) if "metric" in table else "test_accuracy"
+
+
 def recommendation_info(done: pd.DataFrame, table: pd.DataFrame) -> Recommendation:
     """From the summary table (best first on the selection metric)."""
+    metric = _table_metric(table)
     best = table.iloc[0]
     good = table[table["within_tolerance_of_best"].astype(bool)]
     ranges = {}
@@ -278,17 +300,19 @@ def recommendation_info(done: pd.DataFrame, table: pd.DataFrame) -> Recommendati
     baseline_test = None
     if isinstance(base, str) and base != best.config_key:
         row = table.set_index("config_key").loc[base]
-        baseline_test = (row.test_accuracy_mean, row.test_accuracy_ci_low, row.test_accuracy_ci_high)
+        baseline_test = (row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"])
     others = table.iloc[1:]
     untested = int((~others["indistinguishable_from_best"] & others["vs_best_p_holm"].isna()).sum())
+    tolerance = best["tolerance"] if "tolerance" in table else metrics.get(str(best.selected_on)).tolerance(np.nan)
     return Recommendation(
+        metric=metric,
         selected_on=str(best.selected_on),
-        tolerance=TOLERANCE,
+        tolerance=float(tolerance),
         best_key=str(best.config_key),
         best=str(best.configuration),
         tuned=tuned_label(best),
-        best_test_mean=float(best.test_accuracy_mean),
-        best_test_ci=(float(best.test_accuracy_ci_low), float(best.test_accuracy_ci_high)),
+        best_test_mean=float(best[f"{metric}_mean"]),
+        best_test_ci=(float(best[f"{metric}_ci_low"]), float(best[f"{metric}_ci_high"])),
         best_selection_mean=float(best[f"{best.selected_on}_mean"]),
         seeds=int(best.seeds),
         as_good=good["configuration"].tolist(),
@@ -305,21 +329,25 @@ def recommendation_info(done: pd.DataFrame, table: pd.DataFrame) -> Recommendati
 
 @dataclass(frozen=True)
 class VarianceFindings:
-    """ANOVA shares of test accuracy, and the seed noise measured on its own."""
+    """ANOVA shares of the measured metric, and the seed noise measured on its own."""
 
+    metric: str
     shares: stats.VarianceShares
     seed_noise: float  # share of the total sum of squares within configurations (seed to seed)
     residual_is_seed_noise: bool  # the ANOVA has no 3-way or higher terms to fold into its residual
 
 
-def variance_info(done: pd.DataFrame, axes: list[str]) -> VarianceFindings:
-    """Raises ValueError when there are too few trials for the model's degrees of freedom."""
+def variance_info(done: pd.DataFrame, axes: list[str], metric: str | None = None) -> VarianceFindings:
+    """The variance decomposition of `metric` (default: the study's). Raises ValueError when there are too few
+    trials for the model's degrees of freedom."""
+    metric = metric or metrics.default(done)
     shared_seeds = done.groupby("seed")["config_key"].nunique().gt(1).all() and done["seed"].nunique() > 1
-    shares = stats.variance_explained(done, "test_accuracy", axes, block="seed" if shared_seeds else None)
-    y = done["test_accuracy"].to_numpy(float)
+    shares = stats.variance_explained(done, metric, axes, block="seed" if shared_seeds else None)
+    y = done[metric].to_numpy(float)
     total = float(((y - y.mean()) ** 2).sum())
-    within = float(done.groupby("config_key")["test_accuracy"].transform(lambda v: (v - v.mean()) ** 2).sum())
-    return VarianceFindings(shares, within / total if total > 0 else np.nan, residual_is_seed_noise=len(axes) <= 2)
+    within = float(done.groupby("config_key")[metric].transform(lambda v: (v - v.mean()) ** 2).sum())
+    seed_noise = within / total if total > 0 else np.nan
+    return VarianceFindings(metric, shares, seed_noise, residual_is_seed_noise=len(axes) <= 2)
 
 
 # --- power -------------------------------------------------------------------------------------------------
@@ -327,7 +355,8 @@ def variance_info(done: pd.DataFrame, axes: list[str]) -> VarianceFindings:
 
 @dataclass(frozen=True)
 class Power:
-    spread: float  # typical seed-to-seed sd of a paired difference (test accuracy)
+    metric: str  # the measured metric: every amount below is in its units
+    spread: float  # typical seed-to-seed sd of a paired difference
     seeds: int
     comparisons: int  # the planned family's size
     single: float  # smallest difference one paired comparison detects 80% of the time
@@ -336,11 +365,13 @@ class Power:
 
 
 def power_info(done: pd.DataFrame, table: pd.DataFrame, planned: list[Effect]) -> Power | None:
+    """The power note, on the metric the summary `table` measures."""
+    metric = _table_metric(table)
     base_of = table.set_index("config_key")["baseline_key"]
     spreads = []
     for key, base in base_of.items():
         if isinstance(base, str) and base != key:
-            mine, ref = per_seed(done, key), per_seed(done, base)
+            mine, ref = per_seed(done, key, metric), per_seed(done, base, metric)
             shared = mine.index.intersection(ref.index)
             if len(shared) >= 2:
                 spreads.append(float(np.std((mine[shared] - ref[shared]).to_numpy(), ddof=1)))
@@ -350,6 +381,7 @@ def power_info(done: pd.DataFrame, table: pd.DataFrame, planned: list[Effect]) -
     n = int(table["seeds"].median())
     m = len(planned)
     return Power(
+        metric=metric,
         spread=spread,
         seeds=n,
         comparisons=m,
@@ -396,16 +428,24 @@ def curve_panels(done: pd.DataFrame, table: pd.DataFrame, chosen: list[str]) -> 
     return wanted
 
 
+def curve_metric(curves: pd.DataFrame, metric: str) -> str:
+    """The metric the learning curves draw for `metric`: itself where the curves record it per epoch, else its
+    plain (not MC-dropout) counterpart, else the loss (which every engine records)."""
+    plain = metrics.get(metric).column("test").removeprefix("mc_")
+    return next((m for m in (metric, plain) if metrics.recorded_any(curves, m)), "test_loss")
+
+
 def paired_differences(done: pd.DataFrame, table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Per-seed test-accuracy differences of `keys` against each one's own baseline (shared seeds only):
-    config_key, seed, difference."""
+    """Per-seed differences of `keys` against each one's own baseline (shared seeds only), on the metric the
+    summary `table` measures, configuration minus baseline in its units: config_key, seed, difference."""
+    metric = _table_metric(table)
     base_of = table.set_index("config_key")["baseline_key"]
     frames = []
     for key in keys:
         base = base_of.get(key)
         if not isinstance(base, str) or base == key:
             continue
-        mine, reference = per_seed(done, key), per_seed(done, base)
+        mine, reference = per_seed(done, key, metric), per_seed(done, base, metric)
         shared = mine.index.intersection(reference.index)
         difference = (mine[shared] - reference[shared]).to_numpy()
         frames.append(pd.DataFrame({"config_key": key, "seed": shared, "difference": difference}))
@@ -418,14 +458,17 @@ def paired_differences(done: pd.DataFrame, table: pd.DataFrame, keys: list[str])
 TUNED = "best per setting"
 
 
-def isolation_info(done: pd.DataFrame, axis: str, nuisance: str, metric: str) -> pd.DataFrame:
-    """Test accuracy against the scientific `axis` at each fixed value of the `nuisance` axis, and at the nuisance
-    value that is best (on `metric`) for each setting of `axis`: the tidy rows (axis value, curve, seed,
-    test_accuracy) of the playbook's isolation plot. Other varying regularisers are held off."""
+def isolation_info(done: pd.DataFrame, axis: str, nuisance: str, metric: str, shown: str | None = None) -> pd.DataFrame:
+    """The `shown` metric (default: the test counterpart of `metric`) against the scientific `axis` at each fixed
+    value of the `nuisance` axis, and at the nuisance value that is best on `metric` (the selection metric:
+    highest, or lowest where lower is better) for each setting of `axis`: the tidy rows (axis value, curve, seed,
+    `shown`, nuisance value) of the playbook's isolation plot. Other varying regularisers are held off."""
+    shown = shown or metrics.get(metric).column("test")
     rows = done[baseline_mask(done, except_axes=(axis,))]
     fixed = rows.assign(curve=rows[nuisance].map(lambda v: f"{AXIS_NAMES[nuisance]} {level_label(nuisance, v)}"))
     means = rows.groupby("config_key")[metric].mean()
-    best = rows.assign(_mean=rows["config_key"].map(means)).groupby(axis, dropna=False)["_mean"].transform("max")
+    pick = "max" if metrics.get(metric).higher_is_better else "min"
+    best = rows.assign(_mean=rows["config_key"].map(means)).groupby(axis, dropna=False)["_mean"].transform(pick)
     tuned = rows[rows["config_key"].map(means) == best].assign(curve=TUNED)
-    columns = [axis, "curve", "seed", "test_accuracy", nuisance]
+    columns = [axis, "curve", "seed", shown, nuisance]
     return pd.concat([fixed[columns], tuned[columns]], ignore_index=True)

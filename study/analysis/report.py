@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.analysis import figures, findings, stats
+from study.analysis import figures, findings, metrics, stats
 from study.analysis.tables import (
     AXIS_NAMES,
     OFF_VALUES,
-    TOLERANCE,
     baseline_key,
     completed,
     engines_used,
@@ -25,8 +24,8 @@ from study.analysis.tables import (
     varying_axes,
 )
 from study.errors import StudyError
-from study.space import load_space
-from study.store import MANIFEST, ResultsStore, study_folder
+from study.store import MANIFEST, ResultsStore
+from study.yaml_file import read_yaml
 
 SPREAD_CONFIGS = 12  # configurations in the seed-spread and paired-difference figures
 TABLE_ROWS = 25  # configurations listed in report.md (all are in summary.csv)
@@ -58,8 +57,12 @@ def find_study_folder(results: str | None, space_file: str | None, results_root:
     """The folder to report: given, the one of a search-space file, or the most recently run study."""
     if results:
         return Path(results)
-    if space_file:
-        return study_folder(results_root, load_space(space_file))
+    if space_file:  # only its name: validating it again would import a custom model's module (and TensorFlow)
+        raw = read_yaml(space_file)
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+            raise StudyError(f"{space_file} has no valid `name:`, so its study's folder is unknown: name a RESULTS_DIR")
+        return Path(results_root) / name
     manifests = sorted(Path(results_root).glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime)
     if not manifests:
         raise StudyError(f"no study in {results_root}/ yet: run `make search` first (or name RESULTS_DIR)")
@@ -81,13 +84,18 @@ class Report:
 
 
 def build_report(
-    folder: Path, hue: str | None = None, facet: str | None = None, curves: tuple[str, ...] = ()
+    folder: Path,
+    hue: str | None = None,
+    facet: str | None = None,
+    curves: tuple[str, ...] = (),
+    metric: str | None = None,
 ) -> dict[str, Path]:
     """Write the report files into `folder` and return their paths by name.
 
     `hue` and `facet` choose the axes that colour the lines and split the panels of the axis figures
     (default: the first other varying regulariser, and batch norm); `curves` adds configurations to the
-    learning-curve figure, each a config key or 'axis=value,...' (unnamed regularisers off).
+    learning-curve figure, each a config key or 'axis=value,...' (unnamed regularisers off); `metric` is the
+    test column every statistic and figure measures (default: test accuracy, or test RMSE for a regression).
     """
     store = ResultsStore(folder)
     manifest = store.manifest()
@@ -100,6 +108,7 @@ def build_report(
         if value is not None and value not in axes:
             raise StudyError(f"{name} {value!r} is not an axis this study varies; choose one of: {', '.join(axes)}")
     chosen = [_find_config(done, spec, axes) for spec in curves]
+    measured = metrics.resolve(done, metric)
 
     out_dir = folder / "figures"
     _check_outputs(folder, out_dir)
@@ -108,30 +117,30 @@ def build_report(
         old.unlink()
     report = Report(folder)
 
-    protocol = findings.protocol_info(done, manifest.get("space", {}))
+    protocol = findings.protocol_info(done, manifest.get("space", {}), measured.name)
     every_nuisance = done
     done = findings.tune_nuisance(done, protocol.nuisance, protocol.selection_metric)
     axes = varying_axes(done)
-    table = summary(done)
+    table = summary(done, metric=measured.name)
     report.paths["summary"] = folder / "summary.csv"
     table.to_csv(report.paths["summary"], index=False)
-    planned = findings.planned_effects(done)
+    planned = findings.planned_effects(done, metric=measured.name)
     found = findings.Findings(
         protocol=protocol,
         planned=planned,
         recommendation=findings.recommendation_info(done, table),
-        variance=_variance(report, done, axes),
+        variance=_variance(report, done, axes, measured),
         power=findings.power_info(done, table, planned),
     )
 
-    _axis_figures(report, done, axes, hue, facet, out_dir)
+    _axis_figures(report, done, axes, hue, facet, measured, out_dir)
     _isolation_figure(report, every_nuisance, protocol, out_dir)
-    _heatmaps(report, done, axes, out_dir)
-    _learning_curves(report, store, done, table, axes, chosen, out_dir)
-    _spread_figures(report, done, table, out_dir)
+    _heatmaps(report, done, axes, measured, out_dir)
+    _learning_curves(report, store, done, table, chosen, measured, out_dir)
+    _spread_figures(report, done, table, measured, out_dir)
 
     report.paths["report"] = folder / "report.md"
-    text = _markdown(report, manifest, trials, every_nuisance, table, axes, found)
+    text = _markdown(report, manifest, trials, every_nuisance, table, axes, found, metrics.available(done))
     report.paths["report"].write_text(text)
     report.paths["html"] = folder / "report.html"
     report.paths["html"].write_text(_html(text, folder, manifest["study"]))
@@ -160,23 +169,32 @@ def _hue_and_facet(axis: str, axes: list[str], hue: str | None, facet: str | Non
     return colour, panel
 
 
-def _axis_figures(report: Report, done: pd.DataFrame, axes: list[str], hue, facet, out_dir: Path) -> None:
-    """Accuracy against every varying axis, dropout first."""
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]  # "LSTM dropout", "RMSE" keep their capitals
+
+
+def _axis_figures(
+    report: Report, done: pd.DataFrame, axes: list[str], hue, facet, metric: metrics.Metric, out_dir: Path
+) -> None:
+    """The metric (and its train counterpart) against every varying axis, dropout first."""
     if "dropout_rate" not in axes:
-        report.skipped.append("No accuracy-vs-dropout figure: the study has only one dropout rate.")
+        report.skipped.append(f"No {metric.short}-vs-dropout figure: the study has only one dropout rate.")
+    train = metrics.train_column(done, metric.name)
+    what = f"test (solid) and train (dashed) {metric.measure.label}" if train else metric.label
     for axis in sorted(axes, key=lambda a: a != "dropout_rate"):
         colour, panel = _hue_and_facet(axis, axes, hue, facet)
         data, held, pooled = hold_others_off(done, (axis, colour, panel))
         note = _held_note(held, pooled)
-        path = figures.accuracy_vs_axis(data, axis, out_dir / f"accuracy_vs_{axis}.png", colour, panel, note)
+        name = f"{metric.short}_vs_{axis}"
+        path = figures.metric_vs_axis(data, axis, out_dir / f"{name}.png", metric, train, colour, panel, note)
         caption = (
-            f"Final test (solid) and train (dashed) accuracy against {AXIS_NAMES[axis]}"
+            f"Final {what} against {AXIS_NAMES[axis]} ({metric.direction})"
             + (f", one colour per {AXIS_NAMES[colour]}" if colour else "")
             + (f", one panel per {AXIS_NAMES[panel]} setting" if panel else "")
             + (f" ({note})" if note else "")
             + ". Points are means over seeds, bands 95% t intervals of the mean."
         )
-        report.figure(f"accuracy_vs_{axis}", f"Accuracy against {AXIS_NAMES[axis]}", path, caption)
+        report.figure(name, f"{_capital(metric.measure.label)} against {AXIS_NAMES[axis]}", path, caption)
 
 
 def _isolation_figure(report: Report, every: pd.DataFrame, protocol: findings.Protocol, out_dir: Path) -> None:
@@ -187,13 +205,15 @@ def _isolation_figure(report: Report, every: pd.DataFrame, protocol: findings.Pr
         if scientific is None:
             report.skipped.append(f"No isolation plot for {AXIS_NAMES[nuisance]}: the study varies no regulariser.")
             continue
-        rows = findings.isolation_info(every, scientific, nuisance, protocol.selection_metric)
+        rows = findings.isolation_info(every, scientific, nuisance, protocol.selection_metric, protocol.metric)
         name = f"isolation_{scientific}_{nuisance}"
-        path = figures.isolation(rows, scientific, nuisance, out_dir / f"{name}.png")
+        metric = metrics.get(protocol.metric)
+        path = figures.isolation(rows, scientific, nuisance, out_dir / f"{name}.png", metric)
         caption = (
-            f"Test accuracy against {AXIS_NAMES[scientific]} at each fixed {AXIS_NAMES[nuisance]} (coloured) and at "
-            f"the {AXIS_NAMES[nuisance]} that is best for each {AXIS_NAMES[scientific]} setting, chosen on "
-            f"{_METRIC_WORDS[protocol.selection_metric]} (black): if the black curve's best setting differs from a "
+            f"{_capital(metric.label)} ({metric.direction}) against {AXIS_NAMES[scientific]} at each fixed "
+            f"{AXIS_NAMES[nuisance]} (coloured) and at the {AXIS_NAMES[nuisance]} that is best for each "
+            f"{AXIS_NAMES[scientific]} setting, chosen on {_label(protocol.selection_metric)} (black): if the "
+            "black curve's best setting differs from a "
             f"coloured curve's, a study at that fixed {AXIS_NAMES[nuisance]} would have recommended the wrong "
             "setting. Other regularisers off; means and 95% t intervals over seeds."
         )
@@ -201,36 +221,43 @@ def _isolation_figure(report: Report, every: pd.DataFrame, protocol: findings.Pr
                       caption)  # fmt: skip
 
 
-def _heatmaps(report: Report, done: pd.DataFrame, axes: list[str], out_dir: Path) -> None:
+def _heatmaps(report: Report, done: pd.DataFrame, axes: list[str], metric: metrics.Metric, out_dir: Path) -> None:
     for x, y in HEATMAP_PAIRS:
         if x in axes and y in axes:
             data, held, pooled = hold_others_off(done, (x, y))
             note = _held_note(held, pooled)
             name = f"heatmap_{x}_x_{y}"
-            path = figures.heatmap(data, x, y, out_dir / f"{name}.png", note)
-            title = f"Mean test accuracy, {AXIS_NAMES[x]} x {AXIS_NAMES[y]}"
-            report.figure(name, title, path, f"Mean over seeds{f' ({note})' if note else ''}.")
+            path = figures.heatmap(data, x, y, out_dir / f"{name}.png", metric, note)
+            title = f"Mean {metric.label}, {AXIS_NAMES[x]} x {AXIS_NAMES[y]}"
+            caption = f"Mean over seeds{f' ({note})' if note else ''}; {metric.direction}, the brightest cell is best."
+            report.figure(name, title, path, caption)
 
 
 def _learning_curves(
-    report: Report, store: ResultsStore, done: pd.DataFrame, table: pd.DataFrame, axes, chosen, out_dir: Path
+    report: Report, store: ResultsStore, done: pd.DataFrame, table: pd.DataFrame, chosen, metric, out_dir: Path
 ) -> None:
     wanted = findings.curve_panels(done, table, chosen)
     panels = {title: done.loc[done["config_key"] == key, "trial_key"].tolist() for key, title in wanted.items()}
-    path = figures.learning_curves(
-        store.curves([k for ks in panels.values() for k in ks]), panels, out_dir / "learning_curves.png"
+    curves = store.curves([k for ks in panels.values() for k in ks])
+    drawn = metrics.get(findings.curve_metric(curves, metric.name))
+    path = figures.learning_curves(curves, panels, out_dir / "learning_curves.png", drawn)
+    has_validation = metrics.recorded_any(curves, drawn.column("validation"))
+    instead = (
+        f" (no per-epoch {metric.label} is recorded: the curves show the {drawn.label})" if drawn != metric else ""
     )
-    validation = " and validation (dotted)" if table["selected_on"].iloc[0] == "validation_accuracy" else ""
     caption = (
-        f"Train (dashed, with dropout active, as Keras reports it), test (solid){validation} accuracy per epoch: mean "
-        "over seeds and a 95% band (mean ± 1.96 standard errors). Panels: " + "; ".join(panels) + "."
+        f"Train (dashed, with dropout active, as Keras reports it), test (solid)"
+        f"{' and validation (dotted)' if has_validation else ''} {drawn.measure.label} per epoch{instead}, "
+        f"{drawn.direction}: mean over seeds and a 95% band (mean ± 1.96 standard errors). Panels: "
+        + "; ".join(panels)
+        + "."
     )
     if baseline_key(done) is None:
         report.skipped.append("The learning curves have no unregularised panel: the grid has no such configuration.")
     report.figure("learning_curves", "Learning curves", path, caption)
 
 
-def _spread_figures(report: Report, done: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> None:
+def _spread_figures(report: Report, done: pd.DataFrame, table: pd.DataFrame, metric, out_dir: Path) -> None:
     top = table.head(SPREAD_CONFIGS)
     labels = dict(zip(top["config_key"], top["configuration"], strict=True))
     base = baseline_key(done)
@@ -238,8 +265,9 @@ def _spread_figures(report: Report, done: pd.DataFrame, table: pd.DataFrame, out
         labels[base] = table.loc[table.config_key == base, "configuration"].iloc[0]
     best = f"the {len(top)} best of {len(table)} configurations"
     which = best + (" and the baseline" if base else "")
-    path = figures.seed_spread(done, labels, out_dir / "seed_spread.png")
-    report.figure("seed_spread", "Seed-to-seed spread", path, f"Test accuracy of every seed for {which}, best first.")
+    path = figures.seed_spread(done, labels, out_dir / "seed_spread.png", metric)
+    caption = f"{_capital(metric.label)} ({metric.direction}) of every seed for {which}, best first."
+    report.figure("seed_spread", "Seed-to-seed spread", path, caption)
     if base is None:
         report.skipped.append("No paired-difference figure: the grid has no unregularised baseline.")
         return
@@ -248,20 +276,21 @@ def _spread_figures(report: Report, done: pd.DataFrame, table: pd.DataFrame, out
         report.skipped.append("No paired-difference figure: no configuration shares seeds with the baseline.")
         return
     diffs["configuration"] = diffs["config_key"].map(labels)
-    path = figures.paired_differences(diffs, out_dir / "paired_differences.png")
+    path = figures.paired_differences(diffs, out_dir / "paired_differences.png", metric)
+    side = "right" if metric.higher_is_better else "left"
     caption = (
-        f"Per seed, test accuracy minus that of the configuration's own baseline (same context, regularisers off) "
-        f"with the same seed, for {best}."
+        f"Per seed, {metric.label} minus that of the configuration's own baseline (same context, regularisers off) "
+        f"with the same seed, for {best}; {metric.direction}, so boxes {side} of 0 beat no regularisation."
     )
     report.figure("paired_differences", "Paired differences against the baseline", path, caption)
 
 
-def _variance(report: Report, done: pd.DataFrame, axes: list[str]) -> findings.VarianceFindings | None:
+def _variance(report: Report, done: pd.DataFrame, axes: list[str], metric) -> findings.VarianceFindings | None:
     if not axes:
         report.skipped.append("No variance decomposition: the study varies no axis.")
         return None
     try:
-        return findings.variance_info(done, axes)
+        return findings.variance_info(done, axes, metric.name)
     except ValueError as exc:  # too few trials for the model's degrees of freedom
         report.skipped.append(f"No variance decomposition: {exc}.")
         return None
@@ -322,11 +351,14 @@ def _parse(text: str):
         return text
 
 
-def _points(x: float) -> str:
-    return f"{100 * x:+.1f}"
+def _label(metric: str) -> str:
+    """How a metric column is written: 'validation accuracy', 'test RMSE'."""
+    return metrics.get(metric).label
 
 
-_METRIC_WORDS = {"validation_accuracy": "validation accuracy", "test_accuracy": "test accuracy"}
+def _lower(metric: metrics.Metric) -> str:
+    """' (lower is better)' after a lower-is-better metric's name in a sentence; nothing for the usual direction."""
+    return "" if metric.higher_is_better else " (lower is better)"
 
 
 def _conclusions(found: findings.Findings) -> list[str]:
@@ -348,7 +380,8 @@ def _conclusions(found: findings.Findings) -> list[str]:
 
 
 def _effect_sentence(e: findings.Effect, protocol: findings.Protocol) -> str:
-    name = AXIS_NAMES[e.axis][:1].upper() + AXIS_NAMES[e.axis][1:]  # "LSTM dropout" keeps its capitals
+    name = _capital(AXIS_NAMES[e.axis])
+    m = metrics.get(protocol.metric)
     where = f" (at {e.context})" if e.context else ""
     test = "paired" if e.paired else "unpaired (seeds not shared)"
     words = {
@@ -365,35 +398,37 @@ def _effect_sentence(e: findings.Effect, protocol: findings.Protocol) -> str:
             else ""
         )
     return (
-        f"**{name} alone**{where} -- the setting chosen on {_METRIC_WORDS[protocol.selection_metric]}, "
-        f"{e.configuration}, changes mean test accuracy by {_points(e.difference)} points (95% CI corrected for "
-        f"{e.family_size} planned comparisons {_points(e.ci_low)} to {_points(e.ci_high)}) against no "
-        f"regularisation; a seed does better with it {e.prob_better:.0%} of the time ({test} test p = "
+        f"**{name} alone**{where} -- the setting chosen on {_label(protocol.selection_metric)}, "
+        f"{e.configuration}, changes mean {m.label}{_lower(m)} by {m.difference(e.difference)}{m.unit} (95% CI "
+        f"corrected for {e.family_size} planned comparisons {m.difference(e.ci_low)} to {m.difference(e.ci_high)}) "
+        f"against no regularisation; a seed does better with it {e.prob_better:.0%} of the time ({test} test p = "
         f"{e.p_value:.2g}, Holm-adjusted p = {e.p_adjusted:.2g}): {verdict}."
     )
 
 
 def _recommendation_sentence(r: findings.Recommendation, protocol: findings.Protocol) -> str:
-    chosen = _METRIC_WORDS[r.selected_on]
+    m, chooser = metrics.get(r.metric), metrics.get(r.selected_on)
+    chosen = f"{chooser.label}{_lower(chooser)}"
     text = (
         f"**Recommendation** -- chosen on {chosen}: {r.best}"
         + (f" (at its best {r.tuned})" if r.tuned else "")
-        + f", test accuracy {r.best_test_mean:.3f} (95% CI "
-        f"{r.best_test_ci[0]:.3f} to {r.best_test_ci[1]:.3f}, {r.seeds} seeds)"
+        + f", {m.label} {m.value(r.best_test_mean)} (95% CI "
+        f"{m.value(r.best_test_ci[0])} to {m.value(r.best_test_ci[1])}, {r.seeds} seeds)"
     )
     if r.baseline_test is not None:
         mean, low, high = r.baseline_test
-        text += f" against {mean:.3f} ({low:.3f} to {high:.3f}) for its unregularised baseline"
+        text += f" against {m.value(mean)} ({m.value(low)} to {m.value(high)}) for its unregularised baseline"
     text += "."
+    within = chooser.tolerance_words(r.tolerance)
     if len(r.as_good) > 1:
         spans = "; ".join(f"{AXIS_NAMES[a]} {v}" for a, v in r.ranges.items())
         text += (
-            f" {len(r.as_good) - 1} other configuration(s) are within {100 * r.tolerance:.1f} points of it on "
-            f"{chosen} (paired non-inferiority, one-sided 95%): together they span {spans}."
+            f" {len(r.as_good) - 1} other configuration(s) are within {within} of it on {chooser.label} (paired "
+            f"non-inferiority, one-sided 95%): together they span {spans}."
         )
     else:
         text += (
-            f" No other configuration is shown to be within {100 * r.tolerance:.1f} points of it on {chosen} (paired "
+            f" No other configuration is shown to be within {within} of it on {chooser.label} (paired "
             "non-inferiority, one-sided 95%)."
         )
     if r.prob_best:
@@ -410,7 +445,7 @@ def _recommendation_sentence(r: findings.Recommendation, protocol: findings.Prot
     if protocol.optimistic:
         text += (
             " The choice was made on the test set itself (no validation split), so the selected configuration's "
-            "test accuracy reads high (winner's curse)."
+            f"{m.label} reads {'high' if m.higher_is_better else 'low'} (winner's curse)."
         )
     return text
 
@@ -425,7 +460,7 @@ def _variance_sentence(v: findings.VarianceFindings) -> str:
     residual = float(v.shares.table.loc[v.shares.table["term"] == "residual", "share"].iloc[0])
     what = "seed noise" if v.residual_is_seed_noise else "interactions of three or more axes, and seed noise"
     return (
-        "**What matters most** -- share of the variance of test accuracy: "
+        f"**What matters most** -- share of the variance of {_label(v.metric)}: "
         + (", ".join(described[:6]) if described else "no term above 1%")
         + f"; residual ({what}) {residual:.0%}; seed noise alone (variation between seeds within a "
         f"configuration) {v.seed_noise:.0%}."
@@ -439,12 +474,13 @@ def _variance_sentence(v: findings.VarianceFindings) -> str:
 
 
 def _power_sentence(p: findings.Power) -> str:
+    m = metrics.get(p.metric)
     text = (
-        f"**Power** -- the seed-to-seed standard deviation of a paired difference is typically "
-        f"{100 * p.spread:.1f} points here. With {p.seeds} seeds a single paired comparison detects a true "
-        f"difference of about {100 * p.single:.1f} points 80% of the time (paired t-test approximation, alpha "
+        f"**Power** -- the seed-to-seed standard deviation of a paired difference in {m.label} is typically "
+        f"{m.amount(p.spread)} here. With {p.seeds} seeds a single paired comparison detects a true "
+        f"difference of about {m.amount(p.single)} 80% of the time (paired t-test approximation, alpha "
         f"{stats.ALPHA}); after correcting for the {p.comparisons} planned comparison(s), about "
-        f"{100 * p.corrected:.1f} points."
+        f"{m.amount(p.corrected)}."
     )
     if not p.reachable:
         text += (
@@ -474,25 +510,44 @@ def _protocol_note(p: findings.Protocol) -> str:
     else:
         chose = (
             f"**Protocol** -- {p.n_validation} of the training rows are held out for validation: early stopping "
-            "and every choice in this report use validation accuracy; the test set only measures what was chosen."
+            f"and every choice in this report use them (choices on {_label(p.selection_metric)}); the test set only "
+            "measures what was chosen."
         )
     varied = ", ".join(p.varied) or "nothing"
     fixed = f"; fixed across seeds: {', '.join(p.fixed)}" if p.fixed else ""
     settings = f" Conclusions hold for {', '.join(p.settings)}." if p.settings else ""
     nuisance = (
-        f" Tuned per setting (best on {_METRIC_WORDS[p.selection_metric]}): "
-        f"{', '.join(AXIS_NAMES[a] for a in p.nuisance)}."
+        f" Tuned per setting (best on {_label(p.selection_metric)}): {', '.join(AXIS_NAMES[a] for a in p.nuisance)}."
         if p.nuisance
         else ""
     )
+    rows = (
+        f"One test row is worth {p.test_row_points:.2g} accuracy points ({p.n_test} test rows)."
+        if metrics.get(p.metric).key == "accuracy"
+        else f"{p.n_test} test rows."
+    )
+    return f"{chose} The seed varies: {varied}{fixed}. {rows}{settings}{nuisance}"
+
+
+def _measure_note(p: findings.Protocol, available: list[str]) -> str:
+    """What every number below measures, which way is better, and what else could be measured."""
+    m = metrics.get(p.metric)
+    better = "raises" if m.higher_is_better else "lowers"
+    units = "accuracy points (percent)" if m.key == "accuracy" else ("points (percent)" if m.unit else "its own units")
+    others = [name for name in available if name != p.metric]
     return (
-        f"{chose} The seed varies: {varied}{fixed}. One test row is worth {p.test_row_points:.2g} accuracy "
-        f"points ({p.n_test} test rows).{settings}{nuisance}"
+        f"**Metric** -- every statistic and figure below is of {m.label}, {m.direction} (a regulariser that "
+        f"{better} it helps); choices are made on {_label(p.selection_metric)}. Differences are configuration minus "
+        f"baseline, in {units}."
+        + (f" Also recorded: {', '.join(f'`{o}`' for o in others)} (`--metric NAME`)." if others else "")
     )
 
 
-def _metric_note(n_classes: int) -> str:
-    """What 'accuracy' and 'loss' mean for this output layer, as Keras computes them."""
+def _metric_note(n_classes, metric: str) -> str:
+    """What the recorded metrics mean for this output layer, as Keras computes them."""
+    if metrics.get(metric).key in ("rmse", "mae", "r2") or pd.isna(n_classes) or int(n_classes) < 2:
+        return "Metrics (regression): RMSE, MAE and R² of the predictions."
+    n_classes = int(n_classes)
     if n_classes == 2:
         return "Metrics: binary accuracy (sigmoid output thresholded at 0.5) and binary cross-entropy."
     return (
@@ -512,7 +567,7 @@ def _engine_note(done: pd.DataFrame) -> str:
     )
 
 
-def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame, axes, found) -> str:
+def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame, axes, found, available) -> str:
     failed = len(trials) - len(done)
     planned = manifest.get("n_trials", len(trials))
     first = done.iloc[0]
@@ -526,9 +581,12 @@ def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame,
         + (f" ({failed} failed, see `trials.csv`)" if failed else "")
         + f", {len(table)} configurations. {_engine_note(done)} "
         f"Data: `{first['dataset']}` ({rows} rows); model `{first['model']}`. "
-        f"Axes varied: {', '.join(AXIS_NAMES[a] for a in axes) or 'none'}. {_metric_note(int(first['n_classes']))}",
+        f"Axes varied: {', '.join(AXIS_NAMES[a] for a in axes) or 'none'}. "
+        f"{_metric_note(first['n_classes'], p.metric)}",
         "",
         _protocol_note(p),
+        "",
+        _measure_note(p, available),
         "",
     ]
     if len(done) < planned:
@@ -546,7 +604,8 @@ def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame,
         "",
         "Methods: intervals are 95% Student t intervals of the mean over seeds (Welch's for unpaired "
         "differences); comparisons pair the configurations' runs with the same seed (Wilcoxon signed-rank test, "
-        "differences in accuracy points = percent), or fall back to unpaired Mann-Whitney U tests where seeds are "
+        f"differences in {'accuracy points = percent' if metrics.get(p.metric).key == 'accuracy' else _label(p.metric)}"
+        "), or fall back to unpaired Mann-Whitney U tests where seeds are "
         "not shared. Each configuration is compared with the unregularised configuration of its own context. The "
         "planned comparisons (each regulariser alone) are Holm-corrected as one family, with Bonferroni-corrected "
         "intervals; the table's p-values are Holm-corrected over every configuration (the exploratory family). "
@@ -565,7 +624,7 @@ def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame,
             term=shares.table["term"].map(lambda t: residual if t == "residual" else _term_words(t))
         )
         lines += [
-            "## Variance of test accuracy explained",
+            f"## Variance of {_label(p.metric)} explained",
             "",
             "Two-way ANOVA (type II) with every axis as a factor"
             + (" and the seed as a block" if "seed" in set(shares.table["term"]) else "")
@@ -574,9 +633,11 @@ def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame,
             "",
         ]
         lines += [shown.to_markdown(index=False, floatfmt=".3g", headers=["term", "share of variance", "p-value"]), ""]
-    chosen = _METRIC_WORDS[p.selection_metric]
+    chooser = metrics.get(p.selection_metric)
+    order = "highest" if chooser.higher_is_better else "lowest"
     lines += [
-        f"## Configurations (best mean {chosen} first" + (f", top {TABLE_ROWS})" if len(table) > TABLE_ROWS else ")"),
+        f"## Configurations ({order} mean {chooser.label} first"
+        + (f", top {TABLE_ROWS})" if len(table) > TABLE_ROWS else ")"),
         "",
     ]
     lines += [_configuration_table(table.head(TABLE_ROWS)), ""]
@@ -586,35 +647,38 @@ def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame,
 
 
 def _configuration_table(table: pd.DataFrame) -> str:
-    def interval(mean: float, low: float, high: float, fmt: str) -> str:
-        return "" if pd.isna(mean) else f"{mean:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
+    m = metrics.get(str(table["metric"].iloc[0]))
+    chooser = metrics.get(str(table["selected_on"].iloc[0]))
+    train = m.column("train")
+
+    def interval(mean: float, low: float, high: float, write) -> str:
+        return "" if pd.isna(mean) else f"{write(mean)} [{write(low)}, {write(high)}]"
+
+    def head(metric: metrics.Metric) -> str:
+        return f"{metric.split} acc." if metric.key == "accuracy" and not metric.mc else metric.label
 
     rows = list(table.itertuples())
     tuned = any(c.startswith("tuned_") for c in table.columns)
+    tolerance = float(table["tolerance"].iloc[0])
+    within = f"{100 * tolerance:g} pts" if chooser.measure.points else f"{tolerance:.2g}"
     out = pd.DataFrame(
         {
             "configuration": table["configuration"],
             **({"tuned": [findings.tuned_label(r) for _, r in table.iterrows()]} if tuned else {}),
             "seeds": table["seeds"],
-            **(
-                {"validation acc.": table["validation_accuracy_mean"].map("{:.3f}".format)}
-                if "validation_accuracy_mean" in table
-                else {}
-            ),
-            "test acc. [95% CI]": [
-                interval(r.test_accuracy_mean, r.test_accuracy_ci_low, r.test_accuracy_ci_high, ".3f") for r in rows
+            **({head(chooser): table[f"{chooser.name}_mean"].map(chooser.value)} if chooser.name != m.name else {}),
+            f"{head(m)} [95% CI]": [
+                interval(*(getattr(r, f"{m.name}_{k}") for k in ("mean", "ci_low", "ci_high")), m.value) for r in rows
             ],
-            "IQM": table["test_accuracy_iqm"].map("{:.3f}".format),
-            "train acc.": table["train_accuracy_mean"].map("{:.3f}".format),
-            "vs baseline, points [95% CI]": [
-                interval(
-                    *(100 * v for v in (r.vs_baseline_difference, r.vs_baseline_ci_low, r.vs_baseline_ci_high)), "+.1f"
-                )
+            "IQM": table[f"{m.name}_iqm"].map(m.value),
+            **({head(metrics.get(train)): table[f"{train}_mean"].map(m.value)} if f"{train}_mean" in table else {}),
+            f"vs baseline{',' + m.unit if m.unit else ''} [95% CI]": [
+                interval(r.vs_baseline_difference, r.vs_baseline_ci_low, r.vs_baseline_ci_high, m.difference)
                 for r in rows
             ],
             "p (Holm)": table["vs_baseline_p_holm"].map(lambda p: "" if pd.isna(p) else f"{p:.2g}"),
             "P(seed better)": table["vs_baseline_prob_better"].map(lambda p: "" if pd.isna(p) else f"{p:.0%}"),
-            f"within {100 * TOLERANCE:g} pts of best": table["within_tolerance_of_best"].map({True: "yes", False: ""}),
+            f"within {within} of best": table["within_tolerance_of_best"].map({True: "yes", False: ""}),
             "P(best)": table["prob_best"].map(lambda p: "" if pd.isna(p) else f"{p:.0%}"),
         }
     )

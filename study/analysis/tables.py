@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
-from study.analysis import stats
+from study.analysis import metrics, stats
 from study.axes import AXES, AXIS, SCIENTIFIC_AXES
 from study.schema import COMPLETED
 
@@ -16,13 +18,11 @@ AXIS_LABELS = {name: AXIS[name].label for name in AXES}
 AXIS_NAMES = {name: AXIS[name].short for name in AXES}
 # Axes drawn on a numeric x scale; the others are drawn as ordered categories.
 NUMERIC_AXES = tuple(name for name in AXES if AXIS[name].numeric)
-METRICS = {"test_accuracy": "test accuracy", "train_accuracy": "train accuracy", "gap": "train-test gap"}
 
 
 def completed(trials: pd.DataFrame) -> pd.DataFrame:
-    """Finished trials, with the train-test accuracy gap added."""
-    done = trials[trials["status"] == COMPLETED].reset_index(drop=True)
-    return done.assign(gap=done["train_accuracy"] - done["test_accuracy"])
+    """Finished trials (the summary adds the train-test gap of the metric it describes)."""
+    return trials[trials["status"] == COMPLETED].reset_index(drop=True)
 
 
 def engines_used(done: pd.DataFrame) -> dict[str, int]:
@@ -142,53 +142,74 @@ def per_seed(done: pd.DataFrame, config_key: str, metric: str = "test_accuracy")
     return pd.Series(rows[metric].to_numpy(float), index=rows["seed"].to_numpy())
 
 
-def selection_metric(done: pd.DataFrame) -> str:
-    """What chooses between configurations: validation accuracy where every trial has validation rows, else test
-    accuracy (the tutorial's protocol, optimistic: the report says so)."""
-    has = "validation_accuracy" in done and done["validation_accuracy"].notna().all() and not done.empty
-    return "validation_accuracy" if has else "test_accuracy"
+def compare(treatment: pd.Series, reference: pd.Series, metric: str, seed: int = 0) -> stats.Comparison:
+    """`stats.compare` on `metric`: the difference stays treatment minus reference in the metric's units, and
+    `prob_better` is the probability that a seed of the treatment is better -- lower, where lower is better."""
+    found = stats.compare(treatment, reference, seed)
+    return found if metrics.get(metric).higher_is_better else replace(found, prob_better=1 - found.prob_better)
 
 
-TOLERANCE = 0.005  # a setting within half a point of the best (paired non-inferiority) is as good as the best
+def selection_metric(done: pd.DataFrame, metric: str | None = None) -> str:
+    """What chooses between configurations when `metric` (default: the study's, `metrics.default`) is measured:
+    its validation counterpart where every trial has validation rows, else the metric itself (the tutorial's
+    protocol, optimistic: the report says so)."""
+    return metrics.selection(done, metric or metrics.default(done))
 
 
-def summary(done: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+TOLERANCE = metrics.MEASURES["accuracy"].tolerance  # accuracy: within half a point of the best is as good
+
+
+def summary(done: pd.DataFrame, seed: int = 0, metric: str | None = None) -> pd.DataFrame:
     """One row per configuration, best mean of the selection metric (`selection_metric`) first.
 
-    Columns: the varying axes; `seeds`; for test accuracy, train accuracy, the train-test gap (and validation
-    accuracy, where there is a validation split) their mean, sd, median, IQM and 95% t interval of the mean;
-    median best epoch, mean epochs run, the share of seeds still improving at the last epoch; against the
-    configuration's own baseline (its context's configuration with the varying regularisers off) the mean
-    difference in test accuracy with its interval, the paired test's p-value, its Holm-adjusted value across all
-    configurations (the exploratory family) and the probability that a seed does better; against the best
-    configuration on the selection metric the Holm-adjusted p-value, whether it is statistically
-    indistinguishable from it (only where a test could be made), whether it is within `TOLERANCE` of it by a
-    paired non-inferiority test, and the probability that it is the best (seeds resampled jointly).
+    `metric` is what is measured (default: the study's, test accuracy or, for a regression, test RMSE); `metric`
+    and `higher_is_better` columns say which, and every comparison knows its direction. Columns: the varying axes;
+    `seeds`; for the metric, its train counterpart, the train-test gap (positive: train better than test) where
+    the train column is recorded, and the selection metric where it differs (validation), their mean, sd, median,
+    IQM and 95% t interval of the mean; median best epoch, mean epochs run, the share of seeds still improving at
+    the last epoch; against the configuration's own baseline (its context's configuration with the varying
+    regularisers off) the mean difference in the metric (configuration minus baseline, in its units) with its
+    interval, the paired test's p-value, its Holm-adjusted value across all configurations (the exploratory
+    family) and the probability that a seed does better; against the best configuration on the selection metric
+    the Holm-adjusted p-value, whether it is statistically indistinguishable from it (only where a test could be
+    made), whether it is within `tolerance` of it by a paired non-inferiority test, and the probability that it is
+    the best (seeds resampled jointly).
     """
+    measured = metrics.get(metric or metrics.default(done))
+    metric = measured.name
     axes = varying_axes(done)
-    select = selection_metric(done)
-    metrics = [*METRICS, *(["validation_accuracy"] if select == "validation_accuracy" else [])]
+    select = selection_metric(done, metric)
+    chooser = metrics.get(select)
+    train = metrics.train_column(done, metric)
+    gap = metrics.gap(done, metric)
+    if gap is not None:
+        done = done.assign(gap=gap)
+    described_columns = [metric, *([train, "gap"] if train else []), *([select] if select != metric else [])]
     rows = []
     for key, group in done.groupby("config_key", sort=False):
         row = {"config_key": key, **{a: group[a].iloc[0] for a in axes}}
         row["configuration"] = config_label(row, axes)
         row["seeds"] = group["seed"].nunique()
-        for metric in metrics:
-            described = stats.describe(group[metric].to_numpy(float), seed)
-            row.update({f"{metric}_{k}": v for k, v in described.items() if k != "n"})
+        for column in described_columns:
+            described = stats.describe(group[column].to_numpy(float), seed)
+            row.update({f"{column}_{k}": v for k, v in described.items() if k != "n"})
         row.update({c: group[c].iloc[0] for c in group.columns if c.startswith("tuned_")})  # nuisance values chosen
         row["best_epoch_median"] = group["best_epoch"].median()
         row["epochs_run_mean"] = group["epochs_run"].mean()
         row["still_improving_share"] = group["still_improving"].astype(float).mean()
         rows.append(row)
-    table = pd.DataFrame(rows).sort_values(f"{select}_mean", ascending=False, kind="stable")
+    table = pd.DataFrame(rows).sort_values(f"{select}_mean", ascending=not chooser.higher_is_better, kind="stable")
     table = table.reset_index(drop=True)
+    table["metric"] = metric
+    table["higher_is_better"] = measured.higher_is_better
     table["selected_on"] = select
 
     base_of = baselines(done)
     table["baseline_key"] = table["config_key"].map(base_of)
     found = [
-        stats.compare(per_seed(done, k), per_seed(done, b), seed) if b is not None and b != k else None
+        compare(per_seed(done, k, metric), per_seed(done, b, metric), metric, seed)
+        if b is not None and b != k
+        else None
         for k, b in zip(table["config_key"], table["baseline_key"], strict=True)
     ]
     table["vs_baseline_difference"] = [c.difference if c else np.nan for c in found]
@@ -198,7 +219,7 @@ def summary(done: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     table["vs_baseline_p_holm"] = stats.holm(table["vs_baseline_p"].to_numpy())
     table["vs_baseline_prob_better"] = [c.prob_better if c else np.nan for c in found]
     table["vs_baseline_paired"] = [c.paired if c else pd.NA for c in found]
-    table["vs_baseline_p_maxt"] = _max_t(done, table, seed)
+    table["vs_baseline_p_maxt"] = _max_t(done, table, metric, seed)
 
     best_key = table.config_key.iloc[0]
     best = per_seed(done, best_key, select)
@@ -206,30 +227,34 @@ def summary(done: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     table["vs_best_p_holm"] = np.r_[np.nan, stats.holm(np.asarray([c.p_value for c in vs_best]))]
     tested = np.r_[True, [np.isfinite(c.p_value) for c in vs_best]]
     table["indistinguishable_from_best"] = tested & ~(table["vs_best_p_holm"] < stats.ALPHA)
+    tolerance = chooser.tolerance(table[f"{select}_mean"].iloc[0])
     within = [True]
     for key in table.config_key.iloc[1:]:
         mine = per_seed(done, key, select)
         shared = mine.index.intersection(best.index)
-        differences = (mine[shared] - best[shared]).to_numpy()
-        within.append(stats.non_inferior(differences, TOLERANCE).non_inferior)
+        differences = chooser.sign * (mine[shared] - best[shared]).to_numpy()  # positive: better than the best
+        within.append(stats.non_inferior(differences, tolerance).non_inferior)
+    table["tolerance"] = tolerance
     table["within_tolerance_of_best"] = within
     table["prob_best"] = _probability_best(done, table["config_key"].tolist(), select, seed)
     return table
 
 
 def _probability_best(done: pd.DataFrame, keys: list[str], metric: str, seed: int) -> np.ndarray:
-    """Each configuration's probability of having the best mean, over the seeds every configuration has."""
+    """Each configuration's probability of having the best mean (the lowest, where lower is better), over the
+    seeds every configuration has."""
     wide = done.pivot_table(index="seed", columns="config_key", values=metric, aggfunc="first")[keys].dropna()
     if len(wide) < 2:
         return np.full(len(keys), np.nan)
-    return stats.probability_best(wide.to_numpy(float), rng=np.random.default_rng(seed))
+    oriented = metrics.get(metric).sign * wide.to_numpy(float)  # the best has the highest value
+    return stats.probability_best(oriented, rng=np.random.default_rng(seed))
 
 
-def _max_t(done: pd.DataFrame, table: pd.DataFrame, seed: int) -> np.ndarray:
-    """Westfall-Young max-T adjusted p-values of every configuration against its baseline (sign flips of whole
-    seeds keep the comparisons' correlation, so it is less conservative than Holm); NaN unless every configuration
-    has every seed."""
-    wide = done.pivot_table(index="seed", columns="config_key", values="test_accuracy", aggfunc="first")
+def _max_t(done: pd.DataFrame, table: pd.DataFrame, metric: str, seed: int) -> np.ndarray:
+    """Westfall-Young max-T adjusted p-values of every configuration against its baseline on `metric` (sign flips
+    of whole seeds keep the comparisons' correlation, so it is less conservative than Holm; two-sided, so the
+    direction does not matter); NaN unless every configuration has every seed."""
+    wide = done.pivot_table(index="seed", columns="config_key", values=metric, aggfunc="first")
     out = np.full(len(table), np.nan)
     pairs = [
         (i, k, b)

@@ -33,6 +33,10 @@ class Engine(ABC):
         by_key = {r.key: r for results in self.run(trials) for r in results}
         return [by_key[t.key] for t in trials]
 
+    def check(self, space: SearchSpace) -> None:  # noqa: B027  (optional: an engine that runs every study keeps it)
+        """Refuse (StudyError, one line) a study this engine cannot run: called before anything trains, the dry run
+        included."""
+
     @abstractmethod
     def estimate_seconds(self, space: SearchSpace, n_trials: int) -> tuple[float, str]:
         """A rough run-time estimate for `n_trials` trials of `space`, and what it is based on."""

@@ -11,7 +11,8 @@ import study.quiet_tf  # noqa: F401  (silences TensorFlow's start-up; must come 
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -35,19 +36,21 @@ def build_model(trial: Trial, data: Split) -> keras.Model:
     """The trial's model, compiled. Call `keras.utils.set_random_seed(trial.seed)` first for its weights.
 
     Dropout layers are present even at rate 0 (where they are the identity), so a seed gives the same
-    initial weights whatever the dropout rates -- seeds pair up across configurations.
+    initial weights whatever the dropout rates -- seeds pair up across configurations. Family custom is the user's
+    build(hp) (study/custom_model.py).
     """
+    if trial.space.model.family == "custom":
+        from study.custom_model import build_custom
+
+        return build_custom(trial, data)
     config = trial.config
     inputs = keras.Input(shape=(data.n_features,), name="features")
     x = keras.layers.Dropout(config["input_dropout"], name="input_dropout")(inputs)
     body = {"mlp": _mlp_body, "cnn": _cnn_body, "rnn": _rnn_body}[trial.space.model.family]
     x = body(trial, data, x)
-    binary = data.n_classes == 2
+    head = output_head(data)
     outputs = keras.layers.Dense(
-        1 if binary else data.n_classes,
-        activation="sigmoid" if binary else "softmax",
-        kernel_regularizer=_l2(config),
-        name="output",
+        data.n_outputs, activation=head.activation, kernel_regularizer=_l2(config), name="output"
     )(x)
     model = keras.Model(inputs, outputs, name=f"trial_{trial.key}")
     opt = trial.space.training.optimizer
@@ -55,10 +58,36 @@ def build_model(trial: Trial, data: Split) -> keras.Model:
         optimizer=keras.optimizers.Adam(
             learning_rate=trial.learning_rate, beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon
         ),
-        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        loss=head.loss,
+        metrics=head.metrics(),
     )
     return model
+
+
+class OutputHead(NamedTuple):
+    """The output layer's activation, the loss and the metrics of a task, as a Keras user compiles them."""
+
+    activation: str
+    loss: str
+    metrics: Callable[[], list]  # fresh metric objects per model
+    scores: tuple[str, ...]  # the metrics' names in fit's history and evaluate's dict
+
+
+def output_head(data: Split) -> OutputHead:
+    if data.task == "regression":
+        return OutputHead(
+            "linear",
+            "mean_squared_error",
+            lambda: [
+                keras.metrics.RootMeanSquaredError(name="rmse"),
+                keras.metrics.MeanAbsoluteError(name="mae"),
+                keras.metrics.R2Score(name="r2"),
+            ],
+            ("rmse", "mae", "r2"),
+        )
+    if data.n_classes == 2:
+        return OutputHead("sigmoid", "binary_crossentropy", lambda: ["accuracy"], ("accuracy",))
+    return OutputHead("softmax", "sparse_categorical_crossentropy", lambda: ["accuracy"], ("accuracy",))
 
 
 def _l2(config: dict) -> keras.regularizers.Regularizer | None:
@@ -136,8 +165,9 @@ def _rnn_body(trial: Trial, data: Split, x: keras.KerasTensor) -> keras.KerasTen
 
 
 def labels(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """Labels shaped for the loss: a float column for sigmoid outputs, integer classes for softmax."""
-    return y.astype(np.float32).reshape(-1, 1) if n_classes == 2 else y.astype(np.int64)
+    """Labels shaped for the loss: a float column for sigmoid and linear (regression, n_classes 0) outputs,
+    integer classes for softmax."""
+    return y.astype(np.float32).reshape(-1, 1) if n_classes in (0, 2) else y.astype(np.int64)
 
 
 def callbacks(trial: Trial) -> list[keras.callbacks.Callback]:
@@ -155,19 +185,19 @@ def callbacks(trial: Trial) -> list[keras.callbacks.Callback]:
 
 
 class TestCurve(keras.callbacks.Callback):
-    """The test set's loss and accuracy at the end of every epoch, when `validation_data` is the validation set
-    (fit reports only one held-out set per epoch)."""
+    """The test set's loss and score (accuracy, or RMSE for a regression) at the end of every epoch, when
+    `validation_data` is the validation set (fit reports only one held-out set per epoch)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray):
+    def __init__(self, x: np.ndarray, y: np.ndarray, score: str = "accuracy"):
         super().__init__()
-        self.x, self.y = x, y
+        self.x, self.y, self.score_name = x, y, score
         self.loss: list[float] = []
-        self.accuracy: list[float] = []
+        self.score: list[float] = []
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         metrics = self.model.evaluate(self.x, self.y, verbose=0, return_dict=True)
         self.loss.append(metrics["loss"])
-        self.accuracy.append(metrics["accuracy"])
+        self.score.append(metrics[self.score_name])
 
 
 def train(trial: Trial, data: Split) -> tuple[keras.Model, History]:
@@ -175,8 +205,9 @@ def train(trial: Trial, data: Split) -> tuple[keras.Model, History]:
     `validation_data` (what early stopping watches); without them, the test rows are, as in the tutorial."""
     keras.utils.set_random_seed(trial.seed)
     model = build_model(trial, data)
+    score = output_head(data).scores[0]
     y_train, y_test = labels(data.y_train, data.n_classes), labels(data.y_test, data.n_classes)
-    test_curve = TestCurve(data.x_test, y_test) if data.has_validation else None
+    test_curve = TestCurve(data.x_test, y_test, score) if data.has_validation else None
     held_out = (data.x_val, labels(data.y_val, data.n_classes)) if data.has_validation else (data.x_test, y_test)
     fit = model.fit(
         data.x_train,
@@ -188,24 +219,31 @@ def train(trial: Trial, data: Split) -> tuple[keras.Model, History]:
         callbacks=[*callbacks(trial), *([test_curve] if test_curve else [])],
         verbose=0,
     )
-    h = fit.history
-    if test_curve is None:
-        return model, History(h["loss"], h["accuracy"], h["val_loss"], h["val_accuracy"])
-    return model, History(
-        h["loss"], h["accuracy"], test_curve.loss, test_curve.accuracy, h["val_loss"], h["val_accuracy"]
-    )
+    return model, history_of(fit.history, score, test_curve)
+
+
+def history_of(h: dict, score: str, test_curve: TestCurve | None = None) -> History:
+    """fit's history as the results schema's: `val_*` is the test set's, or the validation set's when the test set
+    has its own `TestCurve`."""
+    curves = {"train_loss": h["loss"], f"train_{score}": h[score]}
+    held_out = "test" if test_curve is None else "validation"
+    curves |= {f"{held_out}_loss": h["val_loss"], f"{held_out}_{score}": h[f"val_{score}"]}
+    if test_curve is not None:
+        curves |= {"test_loss": test_curve.loss, f"test_{score}": test_curve.score}
+    return History(**curves)
 
 
 def evaluate(model: keras.Model, data: Split) -> dict[str, float]:
-    """Final train, validation and test metrics in inference mode (dropout off, batch-norm moving averages)."""
+    """Final train, validation and test metrics in inference mode (dropout off, batch-norm moving averages):
+    loss and accuracy, or for a regression loss, RMSE, MAE and R2."""
     parts = [("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)]
     if data.has_validation:
         parts.append(("validation", data.x_val, data.y_val))
     out = {}
     for part, x, y in parts:
         metrics = model.evaluate(x, labels(y, data.n_classes), verbose=0, return_dict=True)
-        out[f"{part}_accuracy"] = metrics["accuracy"]
-        out[f"{part}_loss"] = metrics["loss"]
+        for name in ("loss", *output_head(data).scores):
+            out[f"{part}_{name}"] = metrics[name]
     return out
 
 
@@ -215,6 +253,13 @@ class KerasEngine(Engine):
 
     def batch_size(self, space: SearchSpace) -> int:
         return 1
+
+    def check(self, space: SearchSpace) -> None:
+        """Family custom: the first trial's model is built and evaluated on two rows (one line if it fails)."""
+        if space.model.family == "custom":
+            from study.custom_model import check_build
+
+            check_build(space)
 
     def run(self, trials: list[Trial]) -> Iterator[list[TrialResult]]:
         for trial in trials:

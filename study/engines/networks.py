@@ -59,6 +59,7 @@ class Architecture:
     filters: tuple[int, ...] = ()
     image_shape: tuple[int, int] | None = None
     n_validation: int = 0
+    regression: bool = False  # one linear output, mean squared error
 
 
 class Params(NamedTuple):
@@ -195,7 +196,10 @@ class Network:
 
     def data_loss_and_correct(self, logits, y):
         """Mean cross-entropy and the number of correct predictions, as Keras computes them (from the logits;
-        accuracy from the probabilities)."""
+        accuracy from the probabilities). A regression: mean squared error and the sum of squared errors."""
+        if self.arch.regression:
+            squared = jnp.square(logits[:, 0] - y)
+            return jnp.mean(squared), jnp.sum(squared)
         if self.arch.n_outputs == 1:
             z = logits[:, 0]
             loss = jnp.maximum(z, 0.0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z)))  # tf's sigmoid cross-entropy
@@ -211,10 +215,21 @@ class Network:
         return sum(l2 * jnp.sum(jnp.square(k)) for k in p.kernels)
 
     def evaluate(self, p: Params, x, y, l2):
-        """Inference-mode loss (with penalty) and accuracy."""
+        """Inference-mode loss (with penalty) and score: accuracy, or a regression's RMSE."""
         logits, _ = self.forward(p, x, training=False)
         loss, correct = self.data_loss_and_correct(logits, y)
-        return loss + self.penalty(p, l2), correct / x.shape[0]
+        return loss + self.penalty(p, l2), self.score(correct, x.shape[0])
+
+    def score(self, total, rows: int):
+        """Accuracy from the number correct, or RMSE from the sum of squared errors (as Keras's running metrics)."""
+        return jnp.sqrt(total / rows) if self.arch.regression else total / rows
+
+    def regression_extras(self, p: Params, x, y):
+        """MAE and R2 in inference mode, as keras.metrics.MeanAbsoluteError and R2Score compute them."""
+        logits, _ = self.forward(p, x, training=False)
+        error = logits[:, 0] - y
+        r2 = 1.0 - jnp.sum(jnp.square(error)) / jnp.sum(jnp.square(y - jnp.mean(y)))
+        return jnp.mean(jnp.abs(error)), r2
 
     # --- layers shared by the families ---------------------------------------------------------------
 

@@ -32,7 +32,15 @@ from study.engines import masks
 from study.engines.base import Engine, split_for
 from study.engines.batching import BatchSizer
 from study.engines.networks import Architecture, network
-from study.engines.training import METRICS, Data, Settings, TrainResult, compile_training
+from study.engines.training import (
+    EXTRAS,
+    METRICS,
+    REGRESSION_METRICS,
+    Data,
+    Settings,
+    TrainResult,
+    compile_training,
+)
 from study.machine import cpu_model
 from study.schema import History, TrialResult, completed_result, failed_result
 from study.space import SearchSpace, Trial
@@ -46,12 +54,13 @@ def architecture(trial: Trial, data: Split) -> Architecture:
         image_shape=data.image_shape,
         n_features=data.n_features,
         hidden_units=tuple(trial.config["hidden_units"]),
-        n_outputs=1 if data.n_classes == 2 else data.n_classes,
+        n_outputs=data.n_outputs,
         batch_norm=bool(trial.config["batch_norm"]),
         activation=trial.space.model.activation,
         n_train=len(data.x_train),
         n_test=len(data.x_test),
         n_validation=data.shape["n_validation"],
+        regression=data.task == "regression",
     )
 
 
@@ -91,7 +100,8 @@ def _settings(trials: list[Trial], splits: list[Split], streams: dict[int, str],
 
 
 def _labels(y: np.ndarray, n_classes: int) -> np.ndarray:
-    return y.astype(np.float32) if n_classes == 2 else y.astype(np.int32)
+    """Float targets for a sigmoid or linear (regression: n_classes 0) output, integer classes for softmax."""
+    return y.astype(np.float32) if n_classes in (0, 2) else y.astype(np.int32)
 
 
 def _data(splits: list[Split], shared: bool) -> Data:
@@ -147,7 +157,7 @@ def train_population(
     args = ([jnp.asarray(p) for p in params], _data(padded_splits, settings.shared_data), jnp.asarray(seeds), hyper)
     program = _executable(arch, settings, size, args)
     start = time.perf_counter()
-    history, epochs_run, final, final_params = jax.block_until_ready(program(*args))
+    history, epochs_run, final, extras, final_params = jax.block_until_ready(program(*args))
     running = time.perf_counter() - start
     epochs_run = np.asarray(epochs_run)[:n]
     trained = int(epochs_run.max())
@@ -155,6 +165,7 @@ def train_population(
         history=np.asarray(history)[:trained, :n],
         epochs_run=epochs_run,
         final=np.asarray(final)[:n],
+        extras=np.asarray(extras)[:n],
         params=[np.asarray(p)[:n] for p in final_params],
         seconds=running,
     )
@@ -177,6 +188,15 @@ class PopulationEngine(Engine):
             machine=f"{cpu_model()} {xla.describe()}",
             device=xla.batch_limits(),
         )
+
+    def check(self, space: SearchSpace) -> None:
+        if space.model.family == "custom":
+            from study.errors import StudyError
+
+            raise StudyError(
+                f"model.family custom ({space.model.build}) runs on the keras engine only: the population engine "
+                "trains the built-in families, whose networks it writes itself; pass --engine keras"
+            )
 
     def batch_size(self, space: SearchSpace) -> int:
         """Trials handed out at once: enough for every architecture group to fill a few batches."""
@@ -222,12 +242,15 @@ class PopulationEngine(Engine):
         out = []
         for i, (trial, data) in enumerate(zip(trials, splits, strict=True)):
             n = int(result.epochs_run[i])
-            curves = {m: result.history[:n, i, j] for j, m in enumerate(METRICS)}
-            metrics = dict(zip(METRICS, result.final[i], strict=True))
+            names = REGRESSION_METRICS if data.task == "regression" else METRICS
+            curves = {m: result.history[:n, i, j] for j, m in enumerate(names)}
+            metrics = dict(zip(names, result.final[i], strict=True))
+            metrics |= dict(zip(EXTRAS, result.extras[i], strict=False))  # a regression's MAE and R2
             if not data.has_validation:
-                for m in ("validation_loss", "validation_accuracy"):
-                    curves[m] = None
-                    del metrics[m]
+                for m in [*names, *EXTRAS]:
+                    if m.startswith("validation_"):
+                        curves.pop(m, None)
+                        metrics.pop(m, None)
             history = History(**curves)
             out.append(
                 completed_result(trial, self.name, history, metrics, data.shape, per_trial, engine_version=self.version)

@@ -29,8 +29,11 @@ from study.engines.networks import Architecture, Network, network
 
 BN_MOMENTUM = 0.99
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), used by MaxNorm
-# The columns of a history row and of the final metrics (the validation ones are NaN without validation rows).
+# The columns of a history row and of the final metrics (the validation ones are NaN without validation rows); a
+# regression's score is the RMSE (REGRESSION_METRICS), and its final MAE and R2 come as EXTRAS.
 METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "validation_loss", "validation_accuracy")
+REGRESSION_METRICS = tuple(m.replace("accuracy", "rmse") for m in METRICS)
+EXTRAS = ("train_mae", "train_r2", "test_mae", "test_r2", "validation_mae", "validation_r2")
 
 
 @dataclass(frozen=True)
@@ -76,13 +79,15 @@ class Data(NamedTuple):
 
 
 class TrainResult(NamedTuple):
-    """What training a batch gives: per-epoch history [epochs, T, 6] (columns `METRICS`, up to the last epoch any
-    trial ran), epochs each trial ran [T], final inference-mode metrics [T, 6], final flat parameters (each
-    [T, ...]), and the seconds it ran."""
+    """What training a batch gives: per-epoch history [epochs, T, 6] (columns `METRICS`, or `REGRESSION_METRICS`;
+    up to the last epoch any trial ran), epochs each trial ran [T], final inference-mode metrics [T, 6], a
+    regression's final `EXTRAS` [T, 6] (else [T, 0]), final flat parameters (each [T, ...]), and the seconds it
+    ran."""
 
     history: np.ndarray
     epochs_run: np.ndarray
     final: np.ndarray
+    extras: np.ndarray
     params: list[np.ndarray]
     seconds: float  # running time, compiling excluded
 
@@ -221,7 +226,8 @@ class Loop:
             state, loss, correct = self.train_step(state, x_all[start:], y_all[start:], seed, epoch, self.n_full, hyper)
             loss_sum, correct_sum = loss_sum + loss * float(self.n_last), correct_sum + correct
         test_loss, test_acc, val_loss, val_acc = self.held_out(state.params, data, hyper["l2"])
-        row = jnp.stack([loss_sum / n_train, correct_sum / n_train, test_loss, test_acc, val_loss, val_acc])
+        train_score = self.net.score(correct_sum, n_train)
+        row = jnp.stack([loss_sum / n_train, train_score, test_loss, test_acc, val_loss, val_acc])
         state = state._replace(epochs_run=jnp.where(was_active, epoch + 1, state.epochs_run))
         watched = (val_loss, val_acc) if self.settings.validation else (test_loss, test_acc)
         return self.early_stopping(state, epoch, *watched, hyper), row
@@ -261,7 +267,23 @@ class Loop:
         held_out = jax.vmap(self.held_out, in_axes=(0, Data(*[data_axis] * 6), 0))
         train_loss, train_acc = evaluate(final_params, data.x_train, data.y_train, hyper["l2"])
         final = jnp.stack([train_loss, train_acc, *held_out(final_params, data, hyper["l2"])], axis=1)
-        return history, state.epochs_run, final, final_params
+        return history, state.epochs_run, final, self.extras(final_params, data), final_params
+
+    def extras(self, params, data: Data) -> jnp.ndarray:
+        """A regression's final MAE and R2 on train, test and validation rows [T, 6] (NaN without validation rows);
+        [T, 0] for a classifier."""
+        n_trials = params[0].shape[0]
+        if not self.arch.regression:
+            return jnp.zeros((n_trials, 0), jnp.float32)
+        data_axis = None if self.settings.shared_data else 0
+        measure = jax.vmap(lambda p, x, y: self.net.regression_extras(self.net.params(p), x, y),
+                           in_axes=(0, data_axis, data_axis))  # fmt: skip
+        parts = [measure(params, data.x_train, data.y_train), measure(params, data.x_test, data.y_test)]
+        if self.settings.validation:
+            parts.append(measure(params, data.x_val, data.y_val))
+        else:
+            parts.append((jnp.full(n_trials, jnp.nan), jnp.full(n_trials, jnp.nan)))
+        return jnp.stack([value for part in parts for value in part], axis=1)
 
 
 def compile_training(arch: Architecture, settings: Settings, devices: list):
@@ -278,7 +300,7 @@ def compile_training(arch: Architecture, settings: Settings, devices: list):
         loop.train_batch,
         mesh=mesh,
         in_specs=(trials, Data(*[data_spec] * 6), trials, trials),
-        out_specs=(PartitionSpec(None, "trials"), trials, trials, trials),
+        out_specs=(PartitionSpec(None, "trials"), trials, trials, trials, trials),
         check_vma=False,
     )
     return jax.jit(sharded)
