@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SPACE  ?=
-ENGINE ?= population
+ENGINE ?=
 RESULTS ?= results
 WORKERS ?= 2
 PORT   ?= 8000
@@ -20,11 +20,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 search: $(STAMP)
-	$(BIN)/python -m study search $(or $(SPACE),search_spaces/tutorial.yaml) --engine $(ENGINE) --results-dir $(RESULTS)
+	$(BIN)/python -m study search $(or $(SPACE),search_spaces/tutorial.yaml) $(if $(ENGINE),--engine $(ENGINE)) --results-dir $(RESULTS)
 
 # A chief and WORKERS workers on this machine (loopback only), one progress bar; all stop when the study is done.
 search-distributed: $(STAMP)
-	$(BIN)/python -m study search $(or $(SPACE),search_spaces/tutorial.yaml) --engine $(ENGINE) --results-dir $(RESULTS) \
+	$(BIN)/python -m study search $(or $(SPACE),search_spaces/tutorial.yaml) $(if $(ENGINE),--engine $(ENGINE)) --results-dir $(RESULTS) \
 		--chief --port $(PORT) --local-workers $(WORKERS)
 
 report: $(STAMP)

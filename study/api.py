@@ -81,7 +81,7 @@ def load(folder: str | Path) -> Study:
 
 def run(
     space_file: str | Path,
-    engine: str = "population",
+    engine: str | None = None,
     results_dir: str | Path = "results",
     max_trials: int | None = None,
     trials_per_batch: int | None = None,
@@ -93,8 +93,9 @@ def run(
     messages."""
     from study.engines import choose_keras_backend, get_engine
     from study.search import run_search
-    from study.space import load_space
+    from study.space import default_engine, load_space
 
+    engine = engine or default_engine(space_file, overrides)
     choose_keras_backend(engine)
     space = load_space(space_file, overrides)
     chosen = get_engine(engine, trials_per_batch)

@@ -15,7 +15,7 @@ from typing import NoReturn
 from study import __version__
 from study.engines import ENGINES
 from study.errors import StudyError, shown
-from study.space import SearchSpace, load_space
+from study.space import SearchSpace, default_engine, load_space
 
 EXIT_BAD_INPUT = 2
 EXIT_TRIALS_FAILED = 1
@@ -81,9 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--engine",
         choices=ENGINES,
-        default="population",
-        help="population: many trials at once as one XLA program, held to plain Keras by tests (default); "
-        "keras: plain model.fit",
+        help="population: many trials at once as one XLA program, held to plain Keras by tests (the default); "
+        "keras: plain model.fit (the default for a custom model, which only it can build)",
     )
     search.add_argument(
         "--trials-per-batch",
@@ -229,6 +228,7 @@ def _search(args: argparse.Namespace) -> int:
     """Everything a run would refuse is checked first, so a dry run answers as the run would."""
     from study.engines import choose_keras_backend
 
+    args.engine = args.engine or default_engine(args.space_file, args.overrides)
     choose_keras_backend(args.engine)
     space = load_space(args.space_file, args.overrides)
     role = _role(args)

@@ -667,6 +667,19 @@ def load_space(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) ->
     return parse_space(raw, source=str(path), root=Path(path).parent)
 
 
+def default_engine(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> str:
+    """The engine a study runs on when none is named: the population engine, or plain Keras for a custom model
+    (which only it can build). Read from the file before it is validated (a bad file is refused right after)."""
+    try:
+        raw = read_yaml(path)
+        for override in overrides:
+            _override(raw, override)
+    except (StudyError, AttributeError):
+        return "population"
+    model = raw.get("model") if isinstance(raw, dict) else None
+    return "keras" if isinstance(model, dict) and model.get("family") == "custom" else "population"
+
+
 def _override(raw: dict[str, Any], override: str) -> None:
     """Set one dotted field of the parsed file from 'field.path=value' (the value read as YAML)."""
     field, equals, text = override.partition("=")

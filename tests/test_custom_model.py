@@ -172,3 +172,10 @@ def test_custom_takes_the_regularisation_axes_but_not_another_family_s(tmp_path:
     assert space.n_configurations == 4
     with pytest.raises(StudyError, match=r"axes\.lstm_dropout does not apply to model family custom"):
         custom_space(tmp_path, RECORDER, axes={"lstm_dropout": [0.0, 0.2]})
+
+
+def test_a_custom_model_runs_on_plain_keras_when_no_engine_is_named() -> None:
+    proc = subprocess.run([PYTHON, "-m", "study", "search", "search_spaces/custom_model.yaml", "--dry-run"],
+                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "on engine 'keras'" in proc.stdout
