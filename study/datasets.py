@@ -309,6 +309,7 @@ class Split:
             "n_test": len(self.x_test),
             "n_features": self.n_features,
             "n_classes": self.n_classes,
+            "class_names": "|".join(self.class_names) if self.class_names else "",
         }
 
 

@@ -35,6 +35,7 @@ TRIAL_COLUMNS = (
     "n_test",
     "n_features",
     "n_classes",
+    "class_names",
     "model",
     "epochs",
     "epochs_run",

@@ -80,7 +80,8 @@ def test_hp_values_and_the_seed_reach_the_build(tmp_path: Path) -> None:
 
 def test_the_population_engine_is_refused_with_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [PYTHON, "-m", "study", "search", str(EXAMPLE), "--dry-run", "--results-dir", str(tmp_path / "results")],
+        [PYTHON, "-m", "study", "search", str(EXAMPLE), "--engine", "population", "--dry-run", "--results-dir",
+         str(tmp_path / "results")],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

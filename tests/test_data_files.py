@@ -48,7 +48,8 @@ def test_the_shipped_csv_example_encodes_categories_and_keeps_its_class_names() 
     space = load_space(ROOT / "search_spaces" / "csv_example.yaml")
     data = split_for(space.first_trial())
     assert data.class_names == ("no", "yes")
-    assert data.shape == {"n_train": 400, "n_validation": 100, "n_test": 300, "n_features": 15, "n_classes": 2}
+    assert data.shape == {"n_train": 400, "n_validation": 100, "n_test": 300, "n_features": 15, "n_classes": 2,
+                          "class_names": "no|yes"}  # fmt: skip
     assert space.first_trial().config_key  # the file's digest enters the key
 
 

@@ -543,16 +543,18 @@ def _measure_note(p: findings.Protocol, available: list[str]) -> str:
     )
 
 
-def _metric_note(n_classes, metric: str) -> str:
-    """What the recorded metrics mean for this output layer, as Keras computes them."""
+def _metric_note(n_classes, metric: str, class_names=None) -> str:
+    """What the recorded metrics mean for this output layer, as Keras computes them (and a file's class names)."""
     if metrics.get(metric).key in ("rmse", "mae", "r2") or pd.isna(n_classes) or int(n_classes) < 2:
         return "Metrics (regression): RMSE, MAE and R² of the predictions."
     n_classes = int(n_classes)
+    names = str(class_names).split("|") if isinstance(class_names, str) and class_names else []
+    labels = f"; classes {', '.join(names[:10])}{', ...' if len(names) > 10 else ''}" if names else ""
     if n_classes == 2:
-        return "Metrics: binary accuracy (sigmoid output thresholded at 0.5) and binary cross-entropy."
+        return f"Metrics: binary accuracy (sigmoid output thresholded at 0.5{labels}) and binary cross-entropy."
     return (
-        f"Metrics: categorical accuracy (the most probable of {n_classes} softmax classes is the prediction) and "
-        "sparse categorical cross-entropy."
+        f"Metrics: categorical accuracy (the most probable of {n_classes} softmax classes is the prediction{labels}) "
+        "and sparse categorical cross-entropy."
     )
 
 
@@ -582,7 +584,7 @@ def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame,
         + f", {len(table)} configurations. {_engine_note(done)} "
         f"Data: `{first['dataset']}` ({rows} rows); model `{first['model']}`. "
         f"Axes varied: {', '.join(AXIS_NAMES[a] for a in axes) or 'none'}. "
-        f"{_metric_note(first['n_classes'], p.metric)}",
+        f"{_metric_note(first['n_classes'], p.metric, first.get('class_names'))}",
         "",
         _protocol_note(p),
         "",
