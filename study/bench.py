@@ -36,8 +36,14 @@ DEFAULT_STUDIES = (SPACES / "tutorial.yaml", SPACES / "regularization.yaml")
 PEER = ROOT.parent / "shared" / "peers" / "jax_pop.py"
 
 
-def _reference(epochs: int | None = None, seeds: int = 1, dropout: list[float] | None = None) -> SearchSpace:
+MC_SAMPLES = 30  # Monte Carlo dropout passes measured against the plain reference batch
+
+
+def _reference(
+    epochs: int | None = None, seeds: int = 1, dropout: list[float] | None = None, mc_samples: int = 0
+) -> SearchSpace:
     raw = load_space(REFERENCE).model_dump(mode="json")
+    raw["evaluation"] = {"mc_samples": mc_samples}
     if epochs is not None:
         raw["training"]["epochs"] = epochs
     raw["axes"] = {"dropout_rate": dropout or [0.5]}
@@ -288,6 +294,11 @@ def main(
     print(f"  speed-up, {size} trials      {keras_s / batch_s:9.0f}x  over plain model.fit")
     if peer_s:
         print(f"  against the peer           {peer_s / batch_s:9.2f}x  (its best per-trial time / ours, same run)")
+    with_mc = _reference(seeds=size, dropout=[0.5], mc_samples=MC_SAMPLES).trials()
+    mc_s = population_seconds_per_trial(with_mc)
+    cost = mc_s / population_seconds_per_trial(_reference(seeds=size, dropout=[0.5]).trials()) - 1
+    print(f"  with MC dropout, {MC_SAMPLES} passes {mc_s:9.4f} s/trial  ({size} trials of dropout 0.5: {cost:+.0%} "
+          "over the same batch without MC)")  # fmt: skip
 
     if with_profile:
         profile(size)

@@ -398,6 +398,11 @@ def describe(space: SearchSpace, space_file: str, engine, results_root: Path) ->
         f"model: {built or f'{m.family} hidden {m.hidden_units} {m.activation}'}; "
         f"{t.epochs} epochs, batch {t.batch_size}, adam lr {t.optimizer.learning_rate}{stopping}"
     )
+    if space.evaluation.mc_samples:
+        lines.append(
+            f"evaluation: Monte Carlo dropout, {space.evaluation.mc_samples} passes at the end of training (dropout "
+            "on, batch norm in inference mode; NLL, Brier, ECE, AUC, accuracy, entropy as mc_* columns)"
+        )
     swept = space.swept_axes()
     if space.nuisance:
         lines.append(f"nuisance (tuned per setting of the others): {', '.join(space.nuisance)}")

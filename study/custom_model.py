@@ -160,7 +160,8 @@ def build_custom(trial: Trial, data: Split) -> keras.Model:
 def check_build(space: SearchSpace) -> None:
     """Build the first trial's model as the keras engine will and evaluate it on two training rows: refuses (one
     line) a build that raises, returns no compiled model, does not fit the data, lacks a metric the engine records,
-    or is too large. Imports TensorFlow: only the keras engine calls it, for family custom only."""
+    is too large, or (with evaluation.mc_samples) cannot be copied for Monte Carlo dropout. Imports TensorFlow:
+    only the keras engine calls it, for family custom only."""
     import keras
 
     from study.engines.base import split_for
@@ -194,5 +195,17 @@ def check_build(space: SearchSpace) -> None:
         weights = model.count_params()
         if weights > MAX_PARAMETERS:
             raise _refuse(space.model, f"the model has {weights:,} weights; at most {MAX_PARAMETERS:,} per trial")
+        if space.evaluation.mc_samples:
+            from study.engines.keras_engine import mc_dropout_model
+
+            try:  # a subclassed keras.Model cannot be cloned with its dropout forced on
+                mc_dropout_model(model)
+            except Exception as exc:
+                raise _refuse(
+                    space.model,
+                    f"evaluation.mc_samples = {space.evaluation.mc_samples}: Monte Carlo dropout copies the model with "
+                    f"every dropout forced on (keras.models.clone_model), which fails for it ({_first_line(exc)}): "
+                    "build a functional or Sequential model, or set mc_samples: 0",
+                ) from None
     finally:
         keras.backend.clear_session()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from study import calibration
 from study.axes import AXES, AXIS, TRAINING_AXES
 from study.space import SearchSpace, Trial
 
@@ -48,6 +49,7 @@ TRIAL_COLUMNS = (
     "test_accuracy",
     "test_loss",
     *(f"{part}_{m}" for part in ("train", "validation", "test") for m in ("rmse", "mae", "r2")),  # regression
+    *calibration.columns(),  # a classifier's probabilities: NLL, Brier, ECE, AUC; with MC dropout mc_*
     "best_test_accuracy",
     "best_epoch",
     "still_improving",
@@ -160,12 +162,42 @@ class History:
         return np.asarray(getattr(self, f"{part}_loss")), score
 
 
+# calibration/*.parquet: a classifier's reliability bins, one row per (trial, split, kind, bin).
+CALIBRATION_COLUMNS = ("trial_key", "split", "kind", *calibration.BIN_COLUMNS)
+
+
+@dataclass
+class Predictions:
+    """A classifier's final predicted probabilities ([rows, outputs], as the output layer gives them) on the
+    held-out splits, deterministic and averaged over Monte Carlo dropout passes (None when not asked for), with
+    the labels they are scored against."""
+
+    labels: dict[str, np.ndarray]  # split -> labels ("test", and "validation" where there is one)
+    deterministic: dict[str, np.ndarray]
+    mc: dict[str, np.ndarray] | None = None
+
+    def columns_and_bins(self, trial_key: str) -> tuple[dict[str, float], pd.DataFrame]:
+        """The calibration columns of trials.csv and the reliability bins, computed one way for every engine."""
+        row: dict[str, float] = {}
+        frames = []
+        for kind, probs in (("deterministic", self.deterministic), ("mc", self.mc)):
+            for split, p in (probs or {}).items():
+                y = self.labels[split]
+                row |= calibration.metrics(p, y, f"{'mc_' if kind == 'mc' else ''}{split}_")
+                bins = calibration.reliability_bins(p, y)
+                frames.append(bins.assign(trial_key=trial_key, split=split, kind=kind))
+        bins = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CALIBRATION_COLUMNS)
+        return row, bins[list(CALIBRATION_COLUMNS)]
+
+
 @dataclass
 class TrialResult:
-    """What an engine returns for one trial: a row for trials.csv and its per-epoch curves."""
+    """What an engine returns for one trial: a row for trials.csv, its per-epoch curves and (a classifier's)
+    reliability bins."""
 
     row: dict[str, Any]
     curves: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(CURVE_COLUMNS)))
+    calibration: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(CALIBRATION_COLUMNS)))
 
     @property
     def key(self) -> str:
@@ -208,6 +240,7 @@ def completed_result(
     data_shape: dict[str, int],
     wall_time_s: float,
     engine_version: str = "",
+    predictions: Predictions | None = None,
 ) -> TrialResult:
     """Build a completed trial's row and curves; `final` holds inference-mode train, test (and validation) accuracy
     and loss; `data_shape` the split's `shape`; `engine_version` what computed it (e.g. 'jax 0.10.2 (cpu x2)').
@@ -246,7 +279,11 @@ def completed_result(
             },
         }
     )
-    return TrialResult(row, curves)
+    if predictions is None:
+        return TrialResult(row, curves)
+    scores, bins = predictions.columns_and_bins(trial.key)
+    row.update(scores)
+    return TrialResult(row, curves, bins)
 
 
 def failed_result(trial: Trial, engine: str, error: BaseException, wall_time_s: float) -> TrialResult:

@@ -62,6 +62,7 @@ MAX_TRIALS = 1_000_000
 MAX_PARAMETERS = 50_000_000  # weights of one trial's model (200 MB as float32)
 # Training runs in float32: settings beyond these overflow it or round to a value that means something else.
 MAX_BETA = 0.99999
+MAX_MC_SAMPLES = 1000  # Monte Carlo dropout passes at the end of training
 
 # Fields added after results existed, as (path, value when unset): left out of hashes while unset, so existing
 # results keep their keys.
@@ -77,6 +78,7 @@ _ADDED_FIELDS = (
         for field in ("file", "target", "features", "categorical", "impute", "test_file", "task")
     ),
     (("nuisance",), []),
+    (("evaluation",), {"mc_samples": 0}),
 )
 
 Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
@@ -339,6 +341,14 @@ class EarlyStoppingSpec(_Strict):
     restore_best_weights: bool = True
 
 
+class EvaluationSpec(_Strict):
+    """What is measured on the final model besides the metrics Keras reports. `mc_samples` > 0: Monte Carlo
+    dropout -- that many stochastic forward passes with every dropout active and batch norm in inference mode,
+    their probabilities averaged (Gal & Ghahramani 2016); 0 (the default) skips it."""
+
+    mc_samples: Annotated[int, Field(ge=0, le=MAX_MC_SAMPLES)] = 0
+
+
 class TrainingSpec(_Strict):
     epochs: Epochs
     batch_size: BatchSize = 32
@@ -382,6 +392,7 @@ class SearchSpace(_Strict):
     training: TrainingSpec
     axes: AxesSpec = AxesSpec()
     nuisance: list[str] = Field(default_factory=list)
+    evaluation: EvaluationSpec = EvaluationSpec()
     seeds: list[int]
 
     @field_validator("seeds", mode="before")
@@ -651,6 +662,7 @@ _SECTION_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
     ("training",): TrainingSpec,
     ("training", "optimizer"): OptimizerSpec,
     ("training", "early_stopping"): EarlyStoppingSpec,
+    ("evaluation",): EvaluationSpec,
     ("axes",): AxesSpec,
 }
 
@@ -735,6 +747,11 @@ def _data_problems(space: SearchSpace) -> list[str]:
     stopping = space.training.early_stopping
     if data.task == "regression" and stopping is not None and stopping.monitor == "val_accuracy":
         return ["training.early_stopping.monitor = 'val_accuracy': a regression has no accuracy; use val_loss"]
+    if data.task == "regression" and space.evaluation.mc_samples:
+        return [
+            f"evaluation.mc_samples = {space.evaluation.mc_samples}: Monte Carlo dropout's calibration metrics are "
+            "for classifiers, and this dataset is a regression; set mc_samples: 0 or leave it out"
+        ]
     largest = max(
         space.model.parameter_count(widths, data.n_features, outputs, data.image_shape)
         for widths in space.axis_values()["hidden_units"]

@@ -25,9 +25,18 @@ from typing import Any
 
 import pandas as pd
 
+from study import calibration
 from study.axes import TRAINING_AXES
 from study.errors import StudyError, shown
-from study.schema import COMPLETED, CURVE_COLUMNS, TRIAL_COLUMNS, TrialResult, machine, versions
+from study.schema import (
+    CALIBRATION_COLUMNS,
+    COMPLETED,
+    CURVE_COLUMNS,
+    TRIAL_COLUMNS,
+    TrialResult,
+    machine,
+    versions,
+)
 from study.space import SearchSpace
 
 MANIFEST = "manifest.json"
@@ -37,6 +46,7 @@ NUMERIC_COLUMNS = frozenset({
     "learning_rate", "train_accuracy", "train_loss", "validation_accuracy", "validation_loss", "test_accuracy",
     "test_loss", "best_test_accuracy", "best_epoch", "wall_time_s",
     *(f"{part}_{m}" for part in ("train", "validation", "test") for m in ("rmse", "mae", "r2")),
+    *calibration.columns(),
 })  # fmt: skip
 TRIALS = "trials.csv"
 SAME_TRIALS = "no trials added"  # what `growth` says of a changed space with the same trials (reordered, say)
@@ -69,6 +79,7 @@ class ResultsStore:
         self.rebuild_table = rebuild_table
         self.batches = self.folder / "batches"
         self.curves_dir = self.folder / "curves"
+        self.calibration_dir = self.folder / "calibration"
         self._rows: pd.DataFrame | None = None
         self._seq = 0
 
@@ -194,6 +205,11 @@ class ResultsStore:
         if curves:
             frame = pd.concat(curves, ignore_index=True)[list(CURVE_COLUMNS)]
             write_atomically(self.curves_dir / f"{batch_id}.parquet", lambda p: frame.to_parquet(p, index=False))
+        bins = [r.calibration for r in results if r.ok and len(r.calibration)]
+        if bins:
+            self.calibration_dir.mkdir(exist_ok=True)
+            table = pd.concat(bins, ignore_index=True)[list(CALIBRATION_COLUMNS)]
+            write_atomically(self.calibration_dir / f"{batch_id}.parquet", lambda p: table.to_parquet(p, index=False))
         rows = pd.DataFrame([r.row for r in results], columns=list(TRIAL_COLUMNS))
         write_atomically(self.batches / f"{batch_id}.csv", lambda p: rows.to_csv(p, index=False))
         self._rows = None if self._rows is None else pd.concat([self._rows, rows], ignore_index=True)
@@ -272,6 +288,21 @@ class ResultsStore:
         curves = pd.concat(frames, ignore_index=True).drop_duplicates(["trial_key", "epoch"])
         curves = curves.reindex(columns=list(CURVE_COLUMNS))  # curves written before a column existed: blank
         return curves.sort_values(["trial_key", "epoch"], kind="stable").reset_index(drop=True)
+
+    def calibration(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
+        """Reliability bins of committed, completed trials (all, or those in `keys`); empty when none recorded."""
+        wanted = set(self.completed_keys() if keys is None else keys) & self.completed_keys()
+        frames = []
+        for path in sorted(self.calibration_dir.glob("*.parquet")) if self.calibration_dir.is_dir() else []:
+            try:
+                frame = pd.read_parquet(path)
+            except Exception as exc:
+                raise StudyError(f"{path} is corrupt ({type(exc).__name__}: {exc}): delete it (the report then "
+                                 "draws no reliability diagram for its trials)") from None  # fmt: skip
+            frames.append(frame[frame["trial_key"].isin(wanted)])
+        if not frames:
+            return pd.DataFrame(columns=list(CALIBRATION_COLUMNS))
+        return pd.concat(frames, ignore_index=True).drop_duplicates(["trial_key", "split", "kind", "bin"])
 
     # --- internals ---------------------------------------------------------------------------------
 

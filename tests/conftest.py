@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from study.schema import History, TrialResult, completed_result
+from study.schema import History, Predictions, TrialResult, completed_result
 from study.space import SearchSpace, parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,9 +50,15 @@ def write_space(tmp_path: Path):
 
 
 def fake_result(
-    trial, test_accuracy: float = 0.8, epochs: int = 5, engine: str = "fake", engine_version: str = "fake 1.0"
+    trial,
+    test_accuracy: float = 0.8,
+    epochs: int = 5,
+    engine: str = "fake",
+    engine_version: str = "fake 1.0",
+    predictions: Predictions | None = None,
 ) -> TrialResult:
-    """A completed result with made-up but well-formed numbers, for tests that need no training."""
+    """A completed result with made-up but well-formed numbers, for tests that need no training; with
+    `predictions` (`fake_predictions`) also its calibration columns and reliability bins."""
     rng = np.random.default_rng(zlib.crc32(trial.key.encode()))
     ramp = np.linspace(0.5, 1.0, epochs)
     history = History(
@@ -67,4 +73,30 @@ def fake_result(
         history.validation_loss, history.validation_accuracy = history.test_loss, history.test_accuracy + 0.01
         final.update(validation_accuracy=test_accuracy + rng.normal(0, 0.005), validation_loss=0.5)
         shape["n_validation"] = trial.space.dataset.split.validation_size
-    return completed_result(trial, engine, history, final, shape, wall_time_s=0.01, engine_version=engine_version)
+    return completed_result(
+        trial, engine, history, final, shape, wall_time_s=0.01, engine_version=engine_version, predictions=predictions
+    )
+
+
+def fake_predictions(
+    trial, accuracy: float = 0.8, confidence: float = 0.95, mc_confidence: float | None = None, rows: int = 70
+) -> Predictions:
+    """Made-up sigmoid outputs with a known answer: `accuracy` of the rows predicted right, each predicted with a
+    probability of about `confidence` (the same rows with `mc_confidence` for the MC-dropout average; None: no MC
+    passes), on the test split and, where the space has one, the validation split."""
+    rng = np.random.default_rng(zlib.crc32(trial.key.encode()) + 1)
+    sizes = {"test": rows}
+    if trial.space.dataset.split.validation_size:
+        sizes["validation"] = trial.space.dataset.split.validation_size
+    labels, deterministic, mc = {}, {}, {}
+    for split, n in sizes.items():
+        y = rng.integers(0, 2, n)
+        predicted = np.where(np.arange(n) < round(accuracy * n), y, 1 - y)
+        jitter = rng.normal(0, 0.01, n)
+        sure = {kind: np.clip(c + jitter, 0.5, 0.999) for kind, c in (("plain", confidence), ("mc", mc_confidence))
+                if c is not None}  # fmt: skip
+        probs = {kind: np.where(predicted == 1, p, 1 - p)[:, None] for kind, p in sure.items()}
+        labels[split], deterministic[split] = y, probs["plain"]
+        if "mc" in probs:
+            mc[split] = probs["mc"]
+    return Predictions(labels, deterministic, mc or None)

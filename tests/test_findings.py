@@ -318,3 +318,121 @@ def test_naming_nll_measures_every_statistic_on_nll() -> None:
     assert "gap_mean" not in table and "train_accuracy_mean" not in table  # no train NLL recorded
     assert findings.recommendation_info(done, table).best == "L2 0.01"
     assert summary(done)["configuration"].iloc[0].startswith("dropout 0.5")
+
+
+# --- calibration and MC dropout ----------------------------------------------------------------------------
+
+
+def calibrated(grid: dict[str, list], seeds: int, nll, mc_nll=None, validation_nll=None, accuracy=None):
+    """A classification table with calibration columns: test accuracy 0.8 (or `accuracy`) with validation accuracy
+    tracking it, test NLL `nll`, test ECE a tenth of it, and where given MC-dropout NLL (MC accuracy 1 point above
+    the deterministic one) and validation NLL, each a function of (config, seed, rng)."""
+    accuracy = accuracy or (lambda c, s, r: 0.8 + seed_effect(s))
+    extra = {"test_nll": nll, "test_ece": lambda c, s, r: 0.1 * nll(c, s, r)}
+    if mc_nll:
+        extra.update(mc_test_nll=mc_nll, mc_test_ece=lambda c, s, r: 0.05)
+    if validation_nll:
+        extra.update(validation_nll=validation_nll)
+    done = synthetic(grid, seeds, accuracy, accuracy if validation_nll else None, extra=extra)
+    if mc_nll:
+        done["mc_test_accuracy"] = done["test_accuracy"] + 0.01
+    return done
+
+
+def test_pooled_reliability_bins_sum_counts_and_weight_by_count() -> None:
+    # Hand-checked: bin 10 holds 2 rows of trial a (confidence 0.70, accuracy 0.5) and 6 of trial b (0.74, 1.0), so
+    # 8 rows at confidence (2 * 0.70 + 6 * 0.74) / 8 = 0.73 and accuracy (1 + 6) / 8 = 0.875; bin 13 only a's row;
+    # bin 14 is empty in both (NaN, count 0). Trial c, the validation split and the MC kind stay out.
+    def rows(trial, split, kind, bins):
+        return [
+            {"trial_key": trial, "split": split, "kind": kind, "bin": b, "count": n, "confidence": c, "accuracy": a}
+            for b, n, c, a in bins
+        ]
+
+    nan = np.nan
+    bins = pd.DataFrame(
+        rows("a", "test", "deterministic", [(10, 2, 0.70, 0.5), (13, 1, 0.90, 0.0), (14, 0, nan, nan)])
+        + rows("b", "test", "deterministic", [(10, 6, 0.74, 1.0), (13, 0, nan, nan), (14, 0, nan, nan)])
+        + rows("c", "test", "deterministic", [(10, 100, 0.71, 0.0)])
+        + rows("a", "validation", "deterministic", [(10, 50, 0.72, 0.0)])
+        + rows("a", "test", "mc", [(10, 3, 0.68, 1.0)])
+    )
+    pooled = findings.pool_bins(bins, ["a", "b"]).set_index(["kind", "bin"])
+    assert pooled.loc[("deterministic", 10)].tolist() == pytest.approx([8, 0.73, 0.875])
+    assert pooled.loc[("deterministic", 13)].tolist() == pytest.approx([1, 0.90, 0.0])
+    assert pooled.loc[("deterministic", 14), "count"] == 0 and pooled.loc[("deterministic", 14)].iloc[1:].isna().all()
+    assert pooled.loc[("mc", 10)].tolist() == pytest.approx([3, 0.68, 1.0])
+    assert len(findings.pool_bins(bins, ["nobody"])) == 0
+
+
+def test_mc_dropout_that_lowers_nll_for_every_seed_is_reported_as_helping() -> None:
+    # MC dropout lowers the NLL of seed s by 0.05 + 0.001 s (mean 0.0545), at every dropout rate; its accuracy is
+    # 1 point higher. Dropout 0.5 is 5 points more accurate: the recommendation.
+    def accuracy(config, seed, rng):
+        return 0.8 + 0.05 * (config["dropout_rate"] > 0) + seed_effect(seed) + rng.normal(0, 0.002)
+
+    def nll(config, seed, rng):
+        return 0.5 + 0.02 * (seed % 3) + rng.normal(0, 0.002)
+
+    done = calibrated({"dropout_rate": [0.0, 0.5]}, 10, nll, lambda c, s, r: 0.0, accuracy=accuracy)
+    done["mc_test_nll"] = done["test_nll"] - 0.05 - 0.001 * done["seed"]
+    table = summary(done)
+    recommendation = findings.recommendation_info(done, table)
+    effects = findings.mc_effects(done, table, recommendation)
+    assert [e.role for e in effects] == ["recommended", "no regularisation"]
+    assert [e.configuration for e in effects] == ["dropout 0.5", "no regularisation"]
+    for effect in effects:
+        assert effect.difference == pytest.approx(-0.0545) and effect.ci_high < 0  # negative: MC lowers the NLL
+        assert effect.verdict == "helps" and effect.prob_better == 1.0 and effect.family_size == 2
+        assert effect.p_value == pytest.approx(stats.smallest_p_value(10))  # Wilcoxon: every seed one way
+        assert effect.p_adjusted == pytest.approx(2 * stats.smallest_p_value(10))  # Holm over the two
+        assert effect.accuracy_difference == pytest.approx(0.01) and effect.accuracy_ci == pytest.approx((0.01, 0.01))
+    worse = done.assign(mc_test_nll=done["test_nll"] + 0.05 + 0.001 * done["seed"])
+    assert {e.verdict for e in findings.mc_effects(worse, table, recommendation)} == {"hurts"}
+    plain = done.assign(mc_test_nll=np.nan)
+    assert findings.mc_effects(plain, table, recommendation) == []  # no MC columns: no MC line
+
+
+def test_the_best_calibrated_configuration_is_chosen_on_validation_nll() -> None:
+    # Dropout 0.5 is most accurate (the recommendation); dropout 0.2 has the lowest validation NLL although 0.5 reads
+    # lowest on test: the calibration answer is dropout 0.2, with its test NLL and ECE.
+    def validation_nll(config, seed, rng):
+        return 0.6 + {0.0: 0.0, 0.2: -0.2, 0.5: -0.1}[config["dropout_rate"]] + rng.normal(0, 0.005)
+
+    def nll(config, seed, rng):
+        return 0.6 + {0.0: 0.0, 0.2: -0.1, 0.5: -0.2}[config["dropout_rate"]] + rng.normal(0, 0.005)
+
+    def accuracy(config, seed, rng):
+        return 0.8 + 0.1 * config["dropout_rate"] + rng.normal(0, 0.002)
+
+    grid = {"dropout_rate": [0.0, 0.2, 0.5]}
+    done = calibrated(grid, 8, nll, validation_nll=validation_nll, accuracy=accuracy)
+    table = summary(done)
+    recommendation = findings.recommendation_info(done, table)
+    found = findings.calibration_info(done, table, recommendation)
+    assert (found.selected_on, found.optimistic) == ("validation_nll", False)
+    assert found.best.configuration == "dropout 0.2" and found.best.dropout_rate == 0.2
+    assert found.recommended.configuration == "dropout 0.5" and found.baseline.configuration == "no regularisation"
+    assert found.best.nll[0] == pytest.approx(0.5, abs=0.005) and found.best.nll[1] < 0.5 < found.best.nll[2]
+    assert found.best.ece[0] == pytest.approx(0.05, abs=0.001) and found.best.seeds == 8
+    assert found.baseline.nll[0] == pytest.approx(0.6, abs=0.005)
+    without_validation = calibrated(grid, 8, nll, accuracy=accuracy)
+    fallback = findings.calibration_info(without_validation, summary(without_validation), recommendation)
+    assert (fallback.selected_on, fallback.optimistic) == ("test_nll", True)
+    assert fallback.best.configuration == "dropout 0.5"
+    assert findings.calibration_info(synthetic(grid, 3, accuracy), table, recommendation) is None  # none recorded
+
+
+def test_calibration_against_dropout_holds_the_other_regularisers_off() -> None:
+    def nll(config, seed, rng):
+        return 0.6 - 0.2 * config["dropout_rate"] + 1.0 * config["l2"] + 0.01 * seed
+
+    done = calibrated({"dropout_rate": [0.0, 0.5], "l2": [0.0, 0.1]}, 4, nll, mc_nll=lambda c, s, r: 0.3)
+    curve = findings.calibration_by_dropout(done)
+    assert curve.held == ["l2"] and curve.pooled == [] and curve.mc
+    assert set(curve.rows["config_key"]) == {"dropout_rate0.0-l20.0", "dropout_rate0.5-l20.0"}
+    means = curve.means.set_index(["kind", "measure", "dropout_rate"])
+    assert means.loc[("deterministic", "nll", 0.5), "mean"] == pytest.approx(0.515)  # 0.5 + mean seed 0.015
+    assert means.loc[("deterministic", "ece", 0.0), "mean"] == pytest.approx(0.0615)
+    assert means.loc[("mc", "nll", 0.0), ["mean", "ci_low", "ci_high"]].tolist() == pytest.approx([0.3] * 3)
+    assert means["seeds"].eq(4).all() and len(means) == 8

@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PYTHON, ROOT, fake_result, tiny_space_dict
+from conftest import PYTHON, ROOT, fake_predictions, fake_result, tiny_space_dict
 
 import study.store
 from study.analysis.report import build_report, find_study_folder
@@ -20,15 +20,17 @@ from study.space import parse_space
 from study.store import ResultsStore
 
 
-def make_study(tmp_path, space_dict: dict, fraction: float = 1.0, accuracy=None, keep=None):
-    """A fabricated study: `accuracy(trial)` gives each trial's final test accuracy, `keep(trial)` which to commit."""
+def make_study(tmp_path, space_dict: dict, fraction: float = 1.0, accuracy=None, keep=None, predictions=None):
+    """A fabricated study: `accuracy(trial)` gives each trial's final test accuracy, `keep(trial)` which to commit,
+    `predictions(trial, accuracy)` its predicted probabilities (`fake_predictions`: calibration columns and bins)."""
     space = parse_space(space_dict)
     store = ResultsStore(tmp_path / space.name)
     store.begin(space, engine="fake")
     trials = space.trials()[: int(len(space.trials()) * fraction)]
     trials = [t for t in trials if keep is None or keep(t)]
     accuracy = accuracy or (lambda t: 0.6 + 0.3 * t.config["dropout_rate"])
-    store.commit([fake_result(t, accuracy(t), epochs=20) for t in trials])
+    scored = predictions or (lambda trial, accuracy: None)
+    store.commit([fake_result(t, accuracy(t), epochs=20, predictions=scored(t, accuracy(t))) for t in trials])
     store.finish(len(trials), 0)
     return store.folder
 
@@ -337,3 +339,55 @@ def test_an_unknown_metric_is_one_line_and_exit_2(tmp_path) -> None:
     assert not (folder / "summary.csv").exists() and not (folder / "figures").exists()
     with pytest.raises(StudyError, match="--metric 'validation_accuracy' is not a metric"):  # measured on test only
         build_report(folder, metric="validation_accuracy")
+
+
+# --- calibration and MC dropout -----------------------------------------------------------------------------
+
+
+def test_a_study_without_calibration_columns_says_why_the_calibration_figures_are_missing(tmp_path) -> None:
+    folder = make_study(tmp_path, tiny_space_dict(axes={"dropout_rate": [0.0, 0.5]}, seeds=4), accuracy=noisy(0.05))
+    paths = build_report(folder)
+    assert "calibration_vs_dropout_rate" not in paths and "reliability" not in paths
+    report = paths["report"].read_text()
+    not_drawn = report[report.index("## Not drawn") :]
+    assert "No calibration figures (ECE and NLL against dropout, reliability diagram): its trials record no " in (
+        not_drawn
+    )
+    assert "**Calibration**" not in report and "**MC dropout**" not in report
+
+
+def test_calibration_figures_reliability_diagram_and_mc_line_from_stored_predictions(tmp_path) -> None:
+    # Without dropout the model is sure (0.97) and right 80% of the time: overconfident, and MC dropout's averaged
+    # probabilities (0.85) lower its NLL for every seed. Dropout 0.5 is 5 points more accurate (the recommendation)
+    # and about as sure (0.82) as it is right; MC dropout makes it underconfident (0.80), raising its NLL for every
+    # seed. 8 seeds let a paired test pass Holm over the two comparisons.
+    split = {"train_size": 40, "validation_size": 10}
+    space = tiny_space_dict(
+        dataset={"name": "circles", "split": split}, axes={"dropout_rate": [0.0, 0.5]}, seeds=8,
+        evaluation={"mc_samples": 30},
+    )  # fmt: skip
+
+    def predictions(trial, accuracy):
+        rate = trial.config["dropout_rate"]
+        return fake_predictions(trial, accuracy, confidence=0.97 - 0.3 * rate, mc_confidence=0.85 - 0.1 * rate)
+
+    folder = make_study(tmp_path, space, accuracy=noisy(0.05), predictions=predictions)
+    bins = ResultsStore(folder).calibration()
+    assert set(bins["kind"]) == {"deterministic", "mc"} and set(bins["split"]) == {"test", "validation"}
+    paths = build_report(folder)
+    for name in ("calibration_vs_dropout_rate", "reliability"):
+        assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    report = paths["report"].read_text()
+    assert "averaged over 30 passes with dropout on" in report and "No calibration" not in report
+    mc = next(line for line in report.splitlines() if line.startswith("- **MC dropout**"))
+    at_baseline = mc[mc.index("at no regularisation") :]
+    assert re.search(r"changes mean test NLL \(lower is better\) by -0\.\d+", at_baseline), at_baseline
+    assert "the lower for 100% of seeds" in at_baseline and "MC dropout lowers the NLL" in at_baseline
+    assert "Holm over 2 configuration(s)" in mc and "at the recommended configuration (dropout 0.5)" in mc
+    at_recommended = mc[: mc.index("at no regularisation")]
+    assert re.search(r"by \+0\.\d+ .*MC dropout raises the NLL", at_recommended), at_recommended
+    assert "changes test accuracy by" in mc
+    calibration = next(line for line in report.splitlines() if line.startswith("- **Calibration**"))
+    assert "(lowest mean validation NLL) is dropout 0.5" in calibration, calibration
+    assert "against no regularisation: test NLL" in calibration
+    assert "Reliability diagrams of no regularisation and of the recommended configuration (dropout 0.5)" in report

@@ -266,3 +266,90 @@ def isolation(rows: pd.DataFrame, axis: str, nuisance: str, path: Path, metric: 
     )
     ax.legend(title=None, fontsize="small")
     return _save(fig, path)
+
+
+KIND_NAMES = {"deterministic": "deterministic", "mc": "MC dropout"}  # a prediction pass, as the legends write it
+KIND_COLOURS = {"deterministic": "#1f77b4", "mc": "#d62728"}
+KIND_DASHES = {"deterministic": "", "mc": (4, 2)}
+
+
+def calibration_vs_dropout(rows: pd.DataFrame, path: Path, note: str = "") -> Path:
+    """Test ECE and test NLL (one panel each, `findings.calibration_by_dropout`'s tidy rows) against the dropout
+    rate: mean and 95% t interval over seeds, the deterministic pass solid and MC dropout dashed."""
+    _theme()
+    data = rows.assign(
+        _x=rows["dropout_rate"].astype(float),
+        kind=rows["kind"].map(KIND_NAMES),
+        measure=rows["measure"].map(lambda m: metrics.get(f"test_{m}").axis_label()),
+    )
+    kinds = [KIND_NAMES[k] for k in KIND_NAMES if k in set(rows["kind"])]
+    panels = [metrics.get(f"test_{m}").axis_label() for m in ("ece", "nll") if m in set(rows["measure"])]
+    grid = sns.relplot(
+        data=data,
+        kind="line",
+        x="_x",
+        y="value",
+        hue="kind",
+        hue_order=kinds,
+        palette={KIND_NAMES[k]: c for k, c in KIND_COLOURS.items()},
+        style="kind",
+        style_order=kinds,
+        dashes={KIND_NAMES[k]: d for k, d in KIND_DASHES.items()},
+        markers={KIND_NAMES["deterministic"]: "o", KIND_NAMES["mc"]: "s"},
+        col="measure",
+        col_order=panels,
+        errorbar=T_INTERVAL,
+        height=4.2,
+        aspect=1.2,
+        facet_kws={"sharey": False},
+    )
+    ticks = sorted(rows["dropout_rate"].astype(float).unique())
+    for ax, label in zip(grid.axes.flat, panels, strict=True):
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xlabel(AXIS_LABELS.get("dropout_rate", "dropout rate"))
+        ax.set_ylabel(label)
+    grid.set_titles("")
+    grid.legend.set_title(None)
+    grid.figure.subplots_adjust(wspace=0.3)  # each panel has its own value axis and label
+    n_seeds = int(rows.groupby(["config_key", "kind", "measure"])["seed"].nunique().median())
+    title = f"Calibration against dropout rate: mean and 95% t interval over {n_seeds} seeds (lower is better)"
+    grid.figure.suptitle(title + (f"\n({note})" if note else ""), y=1.1 if note else 1.04)
+    return _save(grid.figure, path)
+
+
+def reliability(panels: list[tuple[str, pd.DataFrame]], path: Path) -> Path:
+    """Reliability diagrams, one panel per (title, pooled bins) pair (`findings.pool_bins`: kind, bin, count,
+    confidence, accuracy): each non-empty bin's accuracy against its mean confidence, deterministic and MC dropout,
+    with the diagonal of perfect calibration; below each, the share of predictions in each bin."""
+    _theme()
+    fig, axes = plt.subplots(
+        2, len(panels), figsize=(5.2 * len(panels), 6.2), sharex=True, squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1]}, layout="constrained",
+    )  # fmt: skip
+    full_bins = [b.loc[b["count"] > 0, "bin"].astype(int) for _, b in panels]
+    n_bins = max(int(b["bin"].max()) + 1 for _, b in panels)
+    first = min((int(b.min()) for b in full_bins if len(b)), default=0)
+    left_edge = np.floor(10 * first / n_bins) / 10  # two classes: no confidence below 0.5, so start there
+    for column, (title, bins) in enumerate(panels):
+        top, bottom = axes[0, column], axes[1, column]
+        top.plot([0, 1], [0, 1], color="0.5", ls=":", lw=1, label="perfect calibration")
+        kinds = [k for k in KIND_NAMES if k in set(bins["kind"])]
+        width = 1.0 / n_bins
+        for offset, kind in enumerate(kinds):
+            part = bins[bins["kind"] == kind].sort_values("bin")
+            full = part[part["count"] > 0]
+            colour, line = KIND_COLOURS[kind], "--" if kind == "mc" else "-"
+            marker = "s" if kind == "mc" else "o"
+            top.plot(full["confidence"], full["accuracy"], color=colour, ls=line, marker=marker, label=KIND_NAMES[kind])
+            share = part["count"] / max(int(part["count"].sum()), 1)
+            left = part["bin"] * width + offset * width / len(kinds)
+            bottom.bar(left, share, width=width / len(kinds), align="edge", color=colour, alpha=0.6)
+        top.set_xlim(left_edge, 1)
+        top.set_ylim(0, 1.02)
+        top.set_title("\n".join(_wrap(line, 48) for line in title.split("\n")), fontsize=10.5)
+        top.set_ylabel("Accuracy in the bin" if column == 0 else "")
+        bottom.set_xlabel("Confidence (top-label probability)")
+        bottom.set_ylabel("Share of rows" if column == 0 else "")
+    axes[0, 0].legend(loc="upper left", fontsize="small", frameon=True)
+    fig.suptitle("Reliability diagrams (test set, seeds pooled): below the diagonal is overconfident")
+    return _save(fig, path)

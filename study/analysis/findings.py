@@ -27,11 +27,13 @@ from study.analysis.tables import (
     AXIS_NAMES,
     NUMERIC_AXES,
     OFF_VALUES,
+    baseline_key,
     baseline_mask,
     baselines,
     compare,
     config_label,
     context_axes,
+    hold_others_off,
     is_off,
     level_label,
     levels,
@@ -401,6 +403,8 @@ class Findings:
     variance: VarianceFindings | None
     power: Power | None
     notes: list[str] = field(default_factory=list)
+    calibration: Calibration | None = None  # without calibration columns (a regression, an older study): None
+    mc_dropout: list[McEffect] = field(default_factory=list)  # without MC-dropout columns: empty
 
 
 # --- what the figures show -------------------------------------------------------------------------------
@@ -472,3 +476,261 @@ def isolation_info(done: pd.DataFrame, axis: str, nuisance: str, metric: str, sh
     tuned = rows[rows["config_key"].map(means) == best].assign(curve=TUNED)
     columns = [axis, "curve", "seed", shown, nuisance]
     return pd.concat([fixed[columns], tuned[columns]], ignore_index=True)
+
+
+# --- calibration and MC dropout ----------------------------------------------------------------------------
+
+CALIBRATION_MEASURES = ("ece", "nll")  # what the calibration figure draws, in panel order
+KINDS = {"deterministic": "", "mc": "mc_"}  # the reliability bins' `kind` -> the prefix of its trials.csv columns
+
+
+def has_calibration(done: pd.DataFrame) -> bool:
+    """Whether finished trials record test ECE and NLL (a classifier's probabilities were scored; a regression and
+    a study run before the engines recorded them have none)."""
+    return all(metrics.recorded_any(done, f"test_{m}") for m in CALIBRATION_MEASURES)
+
+
+def has_mc(done: pd.DataFrame) -> bool:
+    """Whether finished trials record Monte Carlo dropout scores (`evaluation: {mc_samples: N}` in the space)."""
+    return metrics.recorded_any(done, "mc_test_nll")
+
+
+@dataclass(frozen=True)
+class CalibrationByDropout:
+    """Test ECE and NLL against the dropout rate, other regularisers held off (as the axis figures hold them)."""
+
+    rows: pd.DataFrame  # tidy: dropout_rate, seed, config_key, kind (deterministic, mc), measure (ece, nll), value
+    means: pd.DataFrame  # per kind, measure, dropout_rate: seeds, mean, ci_low, ci_high (95% t interval)
+    held: list[str]  # axes held at their off value
+    pooled: list[str]  # axes averaged over (no off value in the grid)
+    mc: bool  # MC-dropout scores are among the rows
+
+
+def calibration_by_dropout(done: pd.DataFrame) -> CalibrationByDropout:
+    """Every finished trial's test ECE and NLL, deterministic and (where recorded) MC dropout, against the dropout
+    rate with every other varying axis held off (or pooled where the grid has no off value), and their means with
+    95% t intervals over seeds. Trials without the scores are left out."""
+    data, held, pooled = hold_others_off(done, ("dropout_rate",))
+    frames = []
+    for kind, prefix in KINDS.items():
+        for measure in CALIBRATION_MEASURES:
+            column = f"{prefix}test_{measure}"
+            if metrics.recorded_any(data, column):
+                part = data[["dropout_rate", "seed", "config_key", column]].dropna(subset=[column])
+                frames.append(part.rename(columns={column: "value"}).assign(kind=kind, measure=measure))
+    columns = ["dropout_rate", "seed", "config_key", "value", "kind", "measure"]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    described = [
+        {"kind": kind, "measure": measure, "dropout_rate": rate, "seeds": len(values),
+         **{k: v for k, v in stats.describe(values.to_numpy(float)).items() if k in ("mean", "ci_low", "ci_high")}}
+        for (kind, measure, rate), values in rows.groupby(["kind", "measure", "dropout_rate"], sort=True)["value"]
+    ]  # fmt: skip
+    means = pd.DataFrame(described, columns=["kind", "measure", "dropout_rate", "seeds", "mean", "ci_low", "ci_high"])
+    return CalibrationByDropout(rows, means, held, pooled, mc=bool((rows["kind"] == "mc").any()))
+
+
+def pool_bins(bins: pd.DataFrame, trial_keys, split: str = "test") -> pd.DataFrame:
+    """Reliability bins of several trials (a configuration's seeds) pooled per kind and bin: counts summed, mean
+    confidence and accuracy weighted by each trial's count in the bin (every prediction counts once), NaN in a bin
+    no trial has a prediction in. Columns: kind, bin, count, confidence, accuracy."""
+    columns = ["kind", "bin", "count", "confidence", "accuracy"]
+    part = bins[bins["trial_key"].isin(set(trial_keys)) & (bins["split"] == split)]
+    if part.empty:
+        return pd.DataFrame(columns=columns)
+    count = part["count"].astype(float)
+    weighted = pd.DataFrame({
+        "kind": part["kind"], "bin": part["bin"].astype(int), "count": count,
+        "confidence": part["confidence"].astype(float).fillna(0.0) * count,
+        "accuracy": part["accuracy"].astype(float).fillna(0.0) * count,
+    })  # fmt: skip
+    pooled = weighted.groupby(["kind", "bin"], sort=True).sum().reset_index()
+    full = pooled["count"] > 0
+    for column in ("confidence", "accuracy"):
+        pooled[column] = (pooled[column] / pooled["count"].where(full)).astype(float)
+    return pooled.assign(count=pooled["count"].astype(int))[columns]
+
+
+@dataclass(frozen=True)
+class ReliabilityPanel:
+    """One configuration's reliability diagram: its seeds' test bins pooled."""
+
+    config_key: str
+    role: str  # "no regularisation", "recommended", or both
+    configuration: str
+    seeds: int  # trials whose bins are stored
+    ece: float  # mean test ECE over its seeds (trials.csv), the deterministic pass
+    mc_ece: float  # the same with MC dropout; NaN without
+    bins: pd.DataFrame  # `pool_bins` of its seeds' test bins
+
+
+def recommended_and_baseline(done: pd.DataFrame, table: pd.DataFrame, best_key: str) -> dict[str, str]:
+    """role -> config key: the recommended configuration and its own baseline (its context's configuration with
+    every regulariser off; the first context's where its own has none), each once."""
+    base = table.set_index("config_key")["baseline_key"].get(best_key)
+    if not isinstance(base, str):
+        base = baseline_key(done)
+    if base == best_key:
+        return {"no regularisation (also the recommendation)": best_key}
+    return {**({"no regularisation": base} if base is not None else {}), "recommended": best_key}
+
+
+def reliability_panels(
+    done: pd.DataFrame, bins: pd.DataFrame, table: pd.DataFrame, recommendation: Recommendation
+) -> list[ReliabilityPanel]:
+    """The reliability panels of the baseline and the recommended configuration (those with stored test bins)."""
+    labels = table.set_index("config_key")["configuration"]
+    panels = []
+    for role, key in recommended_and_baseline(done, table, recommendation.best_key).items():
+        rows = done[done["config_key"] == key]
+        pooled = pool_bins(bins, rows["trial_key"])
+        if pooled.empty:
+            continue
+        stored = bins.loc[bins["trial_key"].isin(set(rows["trial_key"])) & (bins["split"] == "test"), "trial_key"]
+        mc_ece = rows["mc_test_ece"].mean() if metrics.recorded_any(rows, "mc_test_ece") else np.nan
+        panels.append(
+            ReliabilityPanel(
+                config_key=key,
+                role=role,
+                configuration=str(labels.get(key, key)),
+                seeds=int(stored.nunique()),
+                ece=float(rows["test_ece"].mean()) if metrics.recorded_any(rows, "test_ece") else np.nan,
+                mc_ece=float(mc_ece),
+                bins=pooled,
+            )
+        )
+    return panels
+
+
+@dataclass(frozen=True)
+class McEffect:
+    """Does averaging MC-dropout passes lower the test NLL of one configuration's trials? Paired within trials."""
+
+    role: str  # "recommended", "no regularisation", ...
+    config_key: str
+    configuration: str
+    seeds: int
+    difference: float  # mean of mc_test_nll - test_nll over the seeds (negative: MC dropout lowers the NLL)
+    ci_low: float  # t interval, corrected for the family (Bonferroni)
+    ci_high: float
+    p_value: float  # Wilcoxon signed-rank
+    p_adjusted: float  # Holm over the family
+    family_size: int
+    prob_better: float  # the share of seeds whose MC NLL is lower (ties count half)
+    reachable: bool  # can the most extreme signed-rank result pass the family's correction at these seeds?
+    verdict: str  # helps (MC lowers the NLL), hurts, probably helps, probably hurts, noise
+    accuracy_difference: float  # mean of mc_test_accuracy - test_accuracy; NaN where not recorded
+    accuracy_ci: tuple[float, float]  # its 95% t interval (uncorrected: a description, not a test)
+
+
+def mc_effects(done: pd.DataFrame, table: pd.DataFrame, recommendation: Recommendation) -> list[McEffect]:
+    """MC dropout against the deterministic pass of the same trials, on test NLL, at the recommended configuration
+    and at its baseline: a family of (at most) two paired comparisons, Holm-corrected, with Bonferroni-corrected t
+    intervals. Empty without MC-dropout columns; a configuration with fewer than two scored trials is left out."""
+    if not has_mc(done):
+        return []
+    chosen = []
+    roles = recommended_and_baseline(done, table, recommendation.best_key)
+    for role, key in sorted(roles.items(), key=lambda item: item[0] != "recommended"):  # the recommendation first
+        rows = done[done["config_key"] == key].dropna(subset=["mc_test_nll", "test_nll"])
+        if len(rows) >= 2:
+            chosen.append((role, key, rows))
+    m = len(chosen)
+    labels = table.set_index("config_key")["configuration"]
+    found = []
+    for role, key, rows in chosen:
+        mc = pd.Series(rows["mc_test_nll"].to_numpy(float), index=rows["seed"].to_numpy())
+        plain = pd.Series(rows["test_nll"].to_numpy(float), index=rows["seed"].to_numpy())
+        comparison = compare(mc, plain, "test_nll")
+        differences = (mc - plain).to_numpy()
+        low, high = stats.interval(differences, confidence=1 - stats.ALPHA / m)
+        both = "mc_test_accuracy" in rows and "test_accuracy" in rows
+        accuracy_change = (rows["mc_test_accuracy"] - rows["test_accuracy"]).dropna().to_numpy(float) if both else []
+        found.append((role, key, comparison, low, high, stats.smallest_p_value_of(differences), accuracy_change))
+    adjusted = stats.holm(np.array([f[2].p_value for f in found]))
+    effects = []
+    for (role, key, c, low, high, floor, accuracy_change), p_adj in zip(found, adjusted, strict=True):
+        effects.append(
+            McEffect(
+                role=role,
+                config_key=key,
+                configuration=str(labels.get(key, key)),
+                seeds=c.n,
+                difference=c.difference,
+                ci_low=low,
+                ci_high=high,
+                p_value=c.p_value,
+                p_adjusted=float(p_adj),
+                family_size=m,
+                prob_better=c.prob_better,
+                reachable=significance_reachable(floor, m),
+                verdict=_verdict(-c.difference, float(p_adj), low, high),
+                accuracy_difference=float(np.mean(accuracy_change)) if len(accuracy_change) else np.nan,
+                accuracy_ci=stats.interval(accuracy_change),
+            )
+        )
+    return effects
+
+
+@dataclass(frozen=True)
+class ConfigurationCalibration:
+    """One configuration's deterministic test NLL and ECE: means and 95% t intervals over its seeds."""
+
+    config_key: str
+    configuration: str
+    seeds: int
+    dropout_rate: float  # NaN where the configuration has no dropout rate
+    nll: tuple[float, float, float]  # mean, CI low, CI high
+    ece: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How much dropout gives the best-calibrated model: the configuration with the lowest mean selection NLL
+    (validation; test without a validation split, optimistic) against the baseline and the recommendation."""
+
+    selected_on: str  # validation_nll, or test_nll
+    optimistic: bool  # chosen on the test set itself
+    best: ConfigurationCalibration
+    recommended: ConfigurationCalibration | None  # the report's recommendation (on its own metric)
+    baseline: ConfigurationCalibration | None  # the recommendation's own baseline; None where the grid has none
+
+
+def _configuration_calibration(
+    scored: pd.DataFrame, key: str | None, labels: pd.Series
+) -> ConfigurationCalibration | None:
+    rows = scored[scored["config_key"] == key]
+    if key is None or rows.empty:
+        return None
+
+    def described(column: str) -> tuple[float, float, float]:
+        d = stats.describe(rows[column].to_numpy(float))
+        return d["mean"], d["ci_low"], d["ci_high"]
+
+    rate = rows["dropout_rate"].iloc[0] if "dropout_rate" in rows else np.nan
+    return ConfigurationCalibration(
+        config_key=str(key),
+        configuration=str(labels.get(key, key)),
+        seeds=int(rows["seed"].nunique()),
+        dropout_rate=float(rate) if pd.notna(rate) else np.nan,
+        nll=described("test_nll"),
+        ece=described("test_ece"),
+    )
+
+
+def calibration_info(done: pd.DataFrame, table: pd.DataFrame, recommendation: Recommendation) -> Calibration | None:
+    """The calibration record of the trials that record test NLL and ECE; None where none do."""
+    if not has_calibration(done):
+        return None
+    scored = done.dropna(subset=["test_nll", "test_ece"])
+    select = selection_metric(scored, "test_nll")
+    means = scored.groupby("config_key", sort=False)[select].mean()
+    labels = table.set_index("config_key")["configuration"]
+    roles = recommended_and_baseline(done, table, recommendation.best_key)
+    base = next((key for role, key in roles.items() if role.startswith("no regularisation")), None)
+    return Calibration(
+        selected_on=select,
+        optimistic=select == "test_nll",
+        best=_configuration_calibration(scored, metrics.get(select).best(means), labels),
+        recommended=_configuration_calibration(scored, recommendation.best_key, labels),
+        baseline=_configuration_calibration(scored, base, labels),
+    )

@@ -125,12 +125,15 @@ def build_report(
     report.paths["summary"] = folder / "summary.csv"
     table.to_csv(report.paths["summary"], index=False)
     planned = findings.planned_effects(done, metric=measured.name)
+    recommendation = findings.recommendation_info(done, table)
     found = findings.Findings(
         protocol=protocol,
         planned=planned,
-        recommendation=findings.recommendation_info(done, table),
+        recommendation=recommendation,
         variance=_variance(report, done, axes, measured),
         power=findings.power_info(done, table, planned),
+        calibration=findings.calibration_info(done, table, recommendation),
+        mc_dropout=findings.mc_effects(done, table, recommendation),
     )
 
     _axis_figures(report, done, axes, hue, facet, measured, out_dir)
@@ -138,6 +141,7 @@ def build_report(
     _heatmaps(report, done, axes, measured, out_dir)
     _learning_curves(report, store, done, table, chosen, measured, out_dir)
     _spread_figures(report, done, table, measured, out_dir)
+    _calibration_figures(report, store, done, table, found, _mc_samples(manifest), out_dir)
 
     report.paths["report"] = folder / "report.md"
     text = _markdown(report, manifest, trials, every_nuisance, table, axes, found, metrics.available(done))
@@ -285,6 +289,94 @@ def _spread_figures(report: Report, done: pd.DataFrame, table: pd.DataFrame, met
     report.figure("paired_differences", "Paired differences against the baseline", path, caption)
 
 
+def _mc_samples(manifest: dict) -> int:
+    """The Monte Carlo dropout passes the space asked for (0: none, or a study run before they could be)."""
+    evaluation = manifest.get("space", {}).get("evaluation") or {}
+    return int(evaluation.get("mc_samples") or 0)
+
+
+def _passes(mc_samples: int) -> str:
+    return f"{mc_samples} passes" if mc_samples else "several passes"
+
+
+def _calibration_figures(
+    report: Report, store: ResultsStore, done: pd.DataFrame, table: pd.DataFrame, found, mc_samples: int, out_dir
+) -> None:
+    """Test ECE and NLL against the dropout rate, and the reliability diagrams of the baseline and the
+    recommended configuration; skipped with a reason where the study records no calibration."""
+    if not findings.has_calibration(done):
+        n_classes = done["n_classes"].iloc[0] if "n_classes" in done else np.nan
+        why = (
+            "a regression has no class probabilities to calibrate"
+            if pd.isna(n_classes) or int(n_classes) < 2
+            else "its trials record no calibration (test ECE and NLL): the study ran before the engines recorded "
+            "it, or with an engine that does not"
+        )
+        report.skipped.append(f"No calibration figures (ECE and NLL against dropout, reliability diagram): {why}.")
+        return
+    unscored = int(done["test_nll"].isna().sum())
+    left_out = f" {unscored} trial(s) run before calibration was recorded are left out." if unscored else ""
+    mc = f"Monte Carlo dropout (dashed: probabilities averaged over {_passes(mc_samples)} with dropout on)"
+    if "dropout_rate" not in varying_axes(done):
+        report.skipped.append("No calibration-vs-dropout figure: the study has only one dropout rate.")
+    else:
+        curve = findings.calibration_by_dropout(done)
+        if curve.rows.empty:
+            report.skipped.append(
+                "No calibration-vs-dropout figure: no trial with the other regularisers off records calibration."
+            )
+        else:
+            note = _held_note(curve.held, curve.pooled)
+            path = figures.calibration_vs_dropout(curve.rows, out_dir / "calibration_vs_dropout_rate.png", note)
+            passes = (
+                f"the deterministic pass (solid) and {mc}"
+                if curve.mc
+                else "the deterministic pass only (add `evaluation: {mc_samples: 30}` to the space for Monte Carlo "
+                "dropout)"
+            )
+            caption = (
+                "Test ECE (expected calibration error: the gap between confidence and accuracy over 15 equal-width "
+                "confidence bins) and test NLL (negative log-likelihood of the true class, without the L2 penalty) "
+                f"of the final model against the dropout rate, lower is better for both: {passes}"
+                + (f" ({note})" if note else "")
+                + ". Points are means over seeds, bands 95% t intervals of the mean. A dropout rate that raises "
+                "accuracy can still worsen the probabilities: read it with the accuracy figure." + left_out
+            )
+            report.figure("calibration_vs_dropout_rate", "Calibration against dropout rate", path, caption)
+    roles = findings.recommended_and_baseline(done, table, found.recommendation.best_key)
+    keys = done.loc[done["config_key"].isin(set(roles.values())), "trial_key"]
+    panels = findings.reliability_panels(done, store.calibration(keys), table, found.recommendation)
+    if not panels:
+        report.skipped.append(
+            "No reliability diagram: no reliability bins are stored for the baseline or the recommended "
+            "configuration (`calibration/` in the study's folder)."
+        )
+        return
+    ece = metrics.get("test_ece")
+
+    def title(panel: findings.ReliabilityPanel) -> str:
+        mc_ece = f", MC dropout {ece.value(panel.mc_ece)}" if not np.isnan(panel.mc_ece) else ""
+        return f"{_capital(_role_words(panel.role, panel.configuration))}, {panel.seeds} seeds\n" + (
+            f"mean test ECE {ece.value(panel.ece)}{mc_ece}"
+        )
+
+    path = figures.reliability([(title(p), p.bins) for p in panels], out_dir / "reliability.png")
+    with_mc = any(not np.isnan(p.mc_ece) for p in panels)
+    missing = [role for role in roles if role not in {p.role for p in panels}]
+    caption = (
+        "Reliability diagrams of "
+        + " and of ".join(_role_words(p.role, p.configuration) for p in panels)
+        + ": the test rows of every seed pooled into 15 equal-width bins of top-label confidence (counts summed, "
+        "confidence and accuracy weighted by count); each point is a bin's accuracy against its mean confidence, "
+        + (f"the deterministic pass (solid) and {mc}, " if with_mc else "")
+        + "the dotted diagonal perfect calibration. Points below the diagonal are overconfident (the model is "
+        "surer than it is right), above underconfident; the bars below show where the predictions fall. Each panel "
+        "states its mean test ECE over seeds."
+        + (f" No bins are stored for the {', '.join(missing)} configuration." if missing else "")
+    )
+    report.figure("reliability", "Reliability diagram: baseline and recommendation", path, caption)
+
+
 def _variance(report: Report, done: pd.DataFrame, axes: list[str], metric) -> findings.VarianceFindings | None:
     if not axes:
         report.skipped.append("No variance decomposition: the study varies no axis.")
@@ -361,7 +453,7 @@ def _lower(metric: metrics.Metric) -> str:
     return "" if metric.higher_is_better else " (lower is better)"
 
 
-def _conclusions(found: findings.Findings) -> list[str]:
+def _conclusions(found: findings.Findings, mc_samples: int = 0) -> list[str]:
     """Plain-language answers, each written from a findings record."""
     lines = []
     if not found.planned:
@@ -372,6 +464,10 @@ def _conclusions(found: findings.Findings) -> list[str]:
     for effect in found.planned:
         lines.append(_effect_sentence(effect, found.protocol))
     lines.append(_recommendation_sentence(found.recommendation, found.protocol))
+    if found.calibration is not None:
+        lines.append(_calibration_sentence(found.calibration, found.recommendation))
+    if found.mc_dropout:
+        lines.append(_mc_sentence(found.mc_dropout, mc_samples))
     if found.variance is not None:
         lines.append(_variance_sentence(found.variance))
     if found.power is not None:
@@ -448,6 +544,94 @@ def _recommendation_sentence(r: findings.Recommendation, protocol: findings.Prot
             f"{m.label} reads {'high' if m.higher_is_better else 'low'} (winner's curse)."
         )
     return text
+
+
+def _calibration_sentence(c: findings.Calibration, r: findings.Recommendation) -> str:
+    """How much dropout gives the best-calibrated model, against the baseline and the recommendation."""
+    nll, ece, chooser = metrics.get("test_nll"), metrics.get("test_ece"), metrics.get(c.selected_on)
+
+    def scores(x: findings.ConfigurationCalibration) -> str:
+        return (
+            f"test NLL {nll.value(x.nll[0])} (95% CI {nll.value(x.nll[1])} to {nll.value(x.nll[2])}) and test ECE "
+            f"{ece.value(x.ece[0])} ({ece.value(x.ece[1])} to {ece.value(x.ece[2])})"
+        )
+
+    best = c.best
+    named = [("no regularisation", c.baseline), ("the recommendation", c.recommended)]
+    named = [(name, x) for name, x in named if x is not None]
+    same = [name for name, x in named if x.config_key == best.config_key]
+    text = (
+        f"**Calibration** -- the best-calibrated configuration (lowest mean {chooser.label}) is {best.configuration}"
+        + (f", which is also {' and '.join(same)}" if same else "")
+        + f": {scores(best)} over {best.seeds} seeds (deterministic pass; lower is better for both)"
+    )
+    chosen_on = metrics.get(r.selected_on).label
+    shown = [
+        f"{name}{f' on {chosen_on}' if name == 'the recommendation' else ''}"
+        + (f" ({x.configuration})" if x.configuration != name else "")
+        + f": {scores(x)}"
+        for name, x in named
+        if x.config_key != best.config_key
+    ]
+    text += ("; against " + "; ".join(shown) if shown else "") + "."
+    if c.optimistic:
+        text += (
+            " It was chosen on the test set itself (no validation split), so its test NLL reads low (winner's curse)."
+        )
+    return text
+
+
+def _role_words(role: str, configuration: str) -> str:
+    """'the recommended configuration (dropout 0.5)', 'no regularisation', 'no regularisation (width 64)'."""
+    if role == "recommended":
+        return f"the recommended configuration ({configuration})"
+    name, _, also = role.partition(" (")
+    return (
+        name
+        + (f" ({configuration})" if configuration != name else "")
+        + (f", {also.removesuffix(')')}," if also else "")
+    )
+
+
+def _mc_sentence(effects: list[findings.McEffect], mc_samples: int) -> str:
+    """Does MC dropout lower the NLL over the deterministic pass, at the recommendation and at its baseline."""
+    nll, accuracy = metrics.get("test_nll"), metrics.get("test_accuracy")
+    m = effects[0].family_size
+    words = {
+        "helps": "MC dropout lowers the NLL",
+        "hurts": "MC dropout raises the NLL",
+        "probably helps": "MC dropout probably lowers the NLL",
+        "probably hurts": "MC dropout probably raises the NLL",
+    }
+    parts = []
+    for e in effects:
+        if e.verdict == "noise":
+            verdict = f"not distinguishable from seed noise with {e.seeds} seeds"
+        elif e.verdict.startswith("probably"):
+            verdict = f"its corrected interval excludes zero, so {words[e.verdict]}" + (
+                f", but with {e.seeds} seeds no signed-rank test can pass the correction over {m}: confirm with "
+                "more seeds"
+                if not e.reachable
+                else ""
+            )
+        else:
+            verdict = words[e.verdict]
+        text = (
+            f"at {_role_words(e.role, e.configuration)} MC dropout changes mean test NLL (lower is better) by "
+            f"{nll.difference(e.difference)} (95% CI corrected for {m} comparison(s) {nll.difference(e.ci_low)} to "
+            f"{nll.difference(e.ci_high)}); its NLL is the lower for {e.prob_better:.0%} of seeds (paired Wilcoxon "
+            f"p = {e.p_value:.2g}, Holm-adjusted p = {e.p_adjusted:.2g}): {verdict}"
+        )
+        if not np.isnan(e.accuracy_difference):
+            low, high = e.accuracy_ci
+            ci = "" if np.isnan(low) else f" (95% CI {accuracy.difference(low)} to {accuracy.difference(high)})"
+            text += f"; it changes test accuracy by {accuracy.difference(e.accuracy_difference)} points{ci}"
+        parts.append(text)
+    return (
+        f"**MC dropout** -- against the deterministic pass of the same trials (probabilities averaged over "
+        f"{_passes(mc_samples)} with dropout on and batch norm in inference mode; per-seed differences, MC minus "
+        f"deterministic, Holm over {m} configuration(s)): " + "; ".join(parts) + "."
+    )
 
 
 def _variance_sentence(v: findings.VarianceFindings) -> str:
@@ -601,7 +785,7 @@ def _markdown(report: Report, manifest: dict, trials, done, table: pd.DataFrame,
             "",
         ]
     lines += ["## Conclusions", ""]
-    lines += [f"- {line}" for line in _conclusions(found)]
+    lines += [f"- {line}" for line in _conclusions(found, _mc_samples(manifest))]
     lines += [
         "",
         "Methods: intervals are 95% Student t intervals of the mean over seeds (Welch's for unpaired "

@@ -9,6 +9,7 @@ import study.quiet_tf  # noqa: F401  (silences TensorFlow's start-up; must come 
 
 # isort: split
 
+import inspect
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import tensorflow as tf
 
 from study.datasets import Split
 from study.engines.base import Engine, split_for
-from study.schema import History, TrialResult, completed_result, failed_result
+from study.schema import History, Predictions, TrialResult, completed_result, failed_result
 from study.space import SearchSpace, Trial
 
 ENGINE_VERSION = f"tensorflow {tf.__version__}, keras {keras.__version__}"
@@ -30,6 +31,12 @@ ENGINE_VERSION = f"tensorflow {tf.__version__}, keras {keras.__version__}"
 _SECONDS_PER_STEP = 0.03
 _SECONDS_PER_VALIDATION = 0.03
 _SECONDS_PER_TRIAL = 1.0
+# One pass of `predict_probabilities` over a held-out split (deterministic or Monte Carlo): ~4 ms per batch of
+# PREDICT_BATCH rows (an MLP on digits; model.predict's own set-up would add ~70 ms a pass), and tracing the
+# predict function and copying the model for Monte Carlo dropout ~0.3 s a split.
+_SECONDS_PER_PREDICT_BATCH = 0.004
+_SECONDS_PER_PREDICT_SETUP = 0.3
+PREDICT_BATCH = 1024  # rows per predict step, deterministic and Monte Carlo alike (their rows then match exactly)
 
 
 def build_model(trial: Trial, data: Split) -> keras.Model:
@@ -247,6 +254,89 @@ def evaluate(model: keras.Model, data: Split) -> dict[str, float]:
     return out
 
 
+# Layers whose `training` flag switches only their dropout on: Dropout and its subclasses (SpatialDropout1D/2D/3D),
+# GaussianDropout, AlphaDropout, and the recurrent layers' `dropout` and `recurrent_dropout` (an LSTM's, GRU's or
+# SimpleRNN's training flag reaches nothing else: keras/src/layers/rnn/lstm.py). Batch norm is not among them.
+MC_DROPOUT_LAYERS = (
+    keras.layers.Dropout,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.LSTM,
+    keras.layers.GRU,
+    keras.layers.SimpleRNN,
+)
+_ALWAYS_TRAINING: dict[type, type] = {}
+
+
+def always_training(cls: type) -> type:
+    """A subclass of the layer class `cls` whose `call` always runs with `training=True` (its signature kept, so
+    Keras still passes a mask where the layer takes one)."""
+    if cls not in _ALWAYS_TRAINING:
+
+        def call(self, *args, **kwargs):
+            kwargs["training"] = True
+            return cls.call(self, *args, **kwargs)
+
+        call.__signature__ = inspect.signature(cls.call)
+        _ALWAYS_TRAINING[cls] = type(f"MonteCarlo{cls.__name__}", (cls,), {"call": call})
+    return _ALWAYS_TRAINING[cls]
+
+
+def _clone_for_mc(layer: keras.layers.Layer) -> keras.layers.Layer:
+    cls = always_training(type(layer)) if isinstance(layer, MC_DROPOUT_LAYERS) else type(layer)
+    return cls.from_config(layer.get_config())
+
+
+def mc_dropout_model(model: keras.Model) -> keras.Model:
+    """A copy of a trained functional or Sequential `model` (nested ones included) with the trained weights in which
+    every dropout of `MC_DROPOUT_LAYERS` is on even in inference mode, and everything else (batch norm's moving
+    averages) stays in it: call it with training=False (or `predict`) for one Monte Carlo dropout pass. A subclassed
+    model cannot be copied so (ValueError). Its dropout layers draw their masks from seeds taken when it is built:
+    seed Keras first (`keras.utils.set_random_seed`) for reproducible passes."""
+    mc = keras.models.clone_model(model, clone_function=_clone_for_mc, recursive=True)
+    if not mc.built:
+        mc.build(model.input_shape)
+    mc.set_weights(model.get_weights())
+    return mc
+
+
+def mc_probabilities(model: keras.Model, x: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """Monte Carlo dropout: the probabilities ([rows, outputs], float64) of `samples` stochastic passes over `x`,
+    averaged -- dropout on, batch norm in inference mode, masks reproducible for a seed (it reseeds Keras's global
+    random state with it). With every dropout rate 0 it equals `predict_probabilities(model, x)` exactly."""
+    keras.utils.set_random_seed(seed)
+    mc = mc_dropout_model(model)
+    total = np.zeros((len(x), *mc.output_shape[1:]), dtype=np.float64)
+    for _ in range(samples):
+        total += predict_probabilities(mc, x)
+    return total / samples
+
+
+def predict_probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """`model.predict(x, batch_size=PREDICT_BATCH)` (inference mode), without predict's per-call set-up: one
+    compiled `predict_on_batch` per PREDICT_BATCH rows."""
+    return np.concatenate(
+        [np.asarray(model.predict_on_batch(x[i : i + PREDICT_BATCH])) for i in range(0, len(x), PREDICT_BATCH)]
+    )
+
+
+def predictions(model: keras.Model, data: Split, trial: Trial) -> Predictions | None:
+    """A classifier's final probabilities on the test and (if any) validation rows, deterministic and, when the
+    space asks for `evaluation.mc_samples` passes, Monte Carlo dropout's; None for a regression."""
+    if data.task == "regression":
+        return None
+    splits = {"test": (data.x_test, data.y_test)}
+    if data.has_validation:
+        splits["validation"] = (data.x_val, data.y_val)
+    labels_ = {split: y for split, (_, y) in splits.items()}
+    deterministic = {split: predict_probabilities(model, x) for split, (x, _) in splits.items()}
+    samples = trial.space.evaluation.mc_samples
+    if not samples:
+        return Predictions(labels_, deterministic)
+    mc = {split: mc_probabilities(model, x, samples, trial.seed) for split, (x, _) in splits.items()}
+    return Predictions(labels_, deterministic, mc)
+
+
 class KerasEngine(Engine):
     name = "keras"
     version = ENGINE_VERSION
@@ -271,8 +361,16 @@ class KerasEngine(Engine):
             data = split_for(trial)
             model, history = train(trial, data)
             final = evaluate(model, data)
+            scored = predictions(model, data, trial)
             return completed_result(
-                trial, self.name, history, final, data.shape, time.perf_counter() - start, engine_version=self.version
+                trial,
+                self.name,
+                history,
+                final,
+                data.shape,
+                time.perf_counter() - start,
+                engine_version=self.version,
+                predictions=scored,
             )
         except Exception as exc:  # a trial's failure is recorded and reported, never swallowed
             return failed_result(trial, self.name, exc, time.perf_counter() - start)
@@ -289,4 +387,11 @@ class KerasEngine(Engine):
             f"~{per_epoch * 1e3:.0f} ms per epoch ({steps} step(s) + validation) as measured for plain "
             f"model.fit on a 2-core machine; early stopping would shorten it"
         )
+        samples = space.evaluation.mc_samples
+        if samples and data.task != "regression":
+            held_out = [len(data.x_test)] + ([len(data.x_val)] if data.has_validation else [])
+            batches = sum(math.ceil(rows / PREDICT_BATCH) for rows in held_out)
+            per_trial = len(held_out) * _SECONDS_PER_PREDICT_SETUP + samples * batches * _SECONDS_PER_PREDICT_BATCH
+            seconds += n_trials * per_trial
+            basis += f"; Monte Carlo dropout ~{per_trial:.1f} s per trial ({samples} passes)"
         return seconds, basis

@@ -17,6 +17,7 @@ _GOLDEN = 0x9E3779B9
 _KEY_MULTIPLIERS = (0x85EBCA6B, 0xC2B2AE35, 0x27D4EB2F, 0x165667B1)  # seed, epoch, step, layer
 INPUT_LAYER = 0  # layer index of the input dropout; hidden layer l uses l; shuffles use SHUFFLE_LAYER
 SHUFFLE_LAYER = 0xFFFF
+MC_EPOCH = 0x7FFFFF00  # the "epoch" of Monte Carlo dropout passes (+ 0 test, + 1 validation): beyond any real epoch
 
 
 def mix(x: jnp.ndarray) -> jnp.ndarray:

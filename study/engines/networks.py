@@ -254,7 +254,7 @@ class Network:
             scale = None
             if self.arch.batch_norm:
                 x = self._batch_norm(x, p, first + i, training, batch_stats)
-            if training and dropout is not None:
+            if dropout is not None:
                 x, scale = _drop_deferred(x, dropout(i + 1, (width,)))
         return _dense(x, p.kernels[-1], p.biases[-1], scale)
 
@@ -288,7 +288,7 @@ class MLP(Network):
     def forward(self, p: Params, x, training: bool, dropout=None, hyper=None):
         batch_stats: list = []
         scale = None
-        if training and dropout is not None:
+        if dropout is not None:
             x, scale = _drop_deferred(x, dropout(masks.INPUT_LAYER, (self.arch.n_features,)))
         return self._dense_head(p, x, 0, training, dropout, batch_stats, scale), batch_stats
 
@@ -332,7 +332,7 @@ class CNN(Network):
 
     def forward(self, p: Params, x, training: bool, dropout=None, hyper=None):
         batch_stats: list = []
-        drop = training and dropout is not None
+        drop = dropout is not None
         if drop:
             x = _apply(x, dropout(masks.INPUT_LAYER, (self.arch.n_features,)))
         h, w = self.arch.image_shape
@@ -404,7 +404,7 @@ class RNN(Network):
         """Trials with recurrent dropout (Keras' implementation 1) get four input masks, one per gate."""
         steps, features = self.arch.image_shape
         u = self.units
-        drop = training and dropout is not None
+        drop = dropout is not None
         if drop:
             x = _apply(x, dropout(masks.INPUT_LAYER, (self.arch.n_features,)))
         rows = x.shape[0]

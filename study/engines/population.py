@@ -37,12 +37,13 @@ from study.engines.training import (
     METRICS,
     REGRESSION_METRICS,
     Data,
+    Loop,
     Settings,
     TrainResult,
     compile_training,
 )
 from study.machine import cpu_model
-from study.schema import History, TrialResult, completed_result, failed_result
+from study.schema import History, Predictions, TrialResult, completed_result, failed_result
 from study.space import SearchSpace, Trial
 
 
@@ -96,6 +97,7 @@ def _settings(trials: list[Trial], splits: list[Split], streams: dict[int, str],
         shared_data=all(s is splits[0] for s in splits),
         shuffle=shuffle,
         validation=splits[0].has_validation,
+        mc_samples=trials[0].space.evaluation.mc_samples,
     )
 
 
@@ -157,7 +159,7 @@ def train_population(
     args = ([jnp.asarray(p) for p in params], _data(padded_splits, settings.shared_data), jnp.asarray(seeds), hyper)
     program = _executable(arch, settings, size, args)
     start = time.perf_counter()
-    history, epochs_run, final, extras, final_params = jax.block_until_ready(program(*args))
+    history, epochs_run, final, extras, final_params, predictions = jax.block_until_ready(program(*args))
     running = time.perf_counter() - start
     epochs_run = np.asarray(epochs_run)[:n]
     trained = int(epochs_run.max())
@@ -166,9 +168,37 @@ def train_population(
         epochs_run=epochs_run,
         final=np.asarray(final)[:n],
         extras=np.asarray(extras)[:n],
+        predictions={split: np.asarray(p)[:n] for split, p in predictions.items()},
         params=[np.asarray(p)[:n] for p in final_params],
         seconds=running,
     )
+
+
+def _predictions(probabilities: dict[str, np.ndarray] | None, i: int, data: Split) -> Predictions | None:
+    """Trial i's final probabilities as the schema's `Predictions` (None for a regression)."""
+    if not probabilities:
+        return None
+    splits = ["test", *(["validation"] if data.has_validation else [])]
+    labels = {"test": data.y_test, "validation": data.y_val}
+    mc = {split: probabilities[f"mc_{split}"][i] for split in splits} if "mc_test" in probabilities else None
+    return Predictions(
+        labels={split: labels[split] for split in splits},
+        deterministic={split: probabilities[split][i] for split in splits},
+        mc=mc,
+    )
+
+
+def mc_passes(trial: Trial, data: Split, params: list[np.ndarray], samples: int) -> np.ndarray:
+    """Single Monte Carlo dropout passes of one trial's network with the given flat parameters (one trial, no
+    leading axis) on its test rows, [samples, rows, outputs]: the engine's own `mc_pass`, for the fidelity test."""
+    arch = architecture(trial, data)
+    net = network(arch)
+    settings = _settings([trial], [data], net.dropout_streams, shuffle=False)
+    loop = Loop(arch, settings)
+    hyper = jax.tree.map(lambda a: jnp.asarray(a)[0], hyperparameters([trial], net.dropout_streams))
+    seed = jnp.uint32(trial.seed)
+    one = jax.jit(lambda s: loop.mc_pass([jnp.asarray(p) for p in params], jnp.asarray(data.x_test), seed, hyper, 0, s))
+    return np.stack([np.asarray(one(s)) for s in range(samples)])
 
 
 def engine_version() -> str:
@@ -252,9 +282,9 @@ class PopulationEngine(Engine):
                         curves.pop(m, None)
                         metrics.pop(m, None)
             history = History(**curves)
-            out.append(
-                completed_result(trial, self.name, history, metrics, data.shape, per_trial, engine_version=self.version)
-            )
+            row = completed_result(trial, self.name, history, metrics, data.shape, per_trial, self.version,
+                                   _predictions(result.predictions, i, data))  # fmt: skip
+            out.append(row)
         return out
 
     def estimate_seconds(self, space: SearchSpace, n_trials: int) -> tuple[float, str]:

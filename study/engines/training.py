@@ -53,6 +53,7 @@ class Settings:
     shared_data: bool
     shuffle: bool = True
     validation: bool = False
+    mc_samples: int = 0  # Monte Carlo dropout passes over the final model
 
 
 class TrialState(NamedTuple):
@@ -90,6 +91,7 @@ class TrainResult(NamedTuple):
     extras: np.ndarray
     params: list[np.ndarray]
     seconds: float  # running time, compiling excluded
+    predictions: dict[str, np.ndarray] | None = None  # a classifier's probabilities, split -> [T, rows, outputs]
 
 
 class Loop:
@@ -267,7 +269,44 @@ class Loop:
         held_out = jax.vmap(self.held_out, in_axes=(0, Data(*[data_axis] * 6), 0))
         train_loss, train_acc = evaluate(final_params, data.x_train, data.y_train, hyper["l2"])
         final = jnp.stack([train_loss, train_acc, *held_out(final_params, data, hyper["l2"])], axis=1)
-        return history, state.epochs_run, final, self.extras(final_params, data), final_params
+        predict = jax.vmap(self.predictions, in_axes=(0, Data(*[data_axis] * 6), 0, 0))
+        predictions = predict(final_params, data, seeds, hyper)
+        return history, state.epochs_run, final, self.extras(final_params, data), final_params, predictions
+
+    # --- the final model's probabilities ---------------------------------------------------------------
+
+    def probabilities(self, params: list, x, dropout=None, hyper=None):
+        """The output layer's probabilities [rows, outputs] (sigmoid or softmax), batch norm in inference mode;
+        with `dropout`, one Monte Carlo pass (every dropout of the network on)."""
+        logits, _ = self.net.forward(self.net.params(params), x, training=False, dropout=dropout, hyper=hyper)
+        return jax.nn.sigmoid(logits) if self.arch.n_outputs == 1 else jax.nn.softmax(logits, axis=-1)
+
+    def mc_pass(self, params: list, x, seed, hyper, split: int, s):
+        """Monte Carlo dropout pass s: its masks are the counter hash of (seed, MC_EPOCH + split, s, layer,
+        element), a stream of their own apart from every training epoch's, so a trial's MC result depends on its
+        seed alone."""
+        dropout = self._dropout(seed, masks.MC_EPOCH + split, s, hyper, rows=x.shape[0])
+        return self.probabilities(params, x, dropout, hyper)
+
+    def mc_probabilities(self, params: list, x, seed, hyper, split: int):
+        """Monte Carlo dropout: the probabilities averaged over `mc_samples` passes (one pass in memory at a time)."""
+
+        def one_pass(s, total):
+            return total + self.mc_pass(params, x, seed, hyper, split, s)
+
+        zeros = jnp.zeros((x.shape[0], self.arch.n_outputs), jnp.float32)
+        return jax.lax.fori_loop(0, self.settings.mc_samples, one_pass, zeros) / self.settings.mc_samples
+
+    def predictions(self, params: list, data: Data, seed, hyper) -> dict:
+        """A classifier's final probabilities on the held-out rows, deterministic and (with `mc_samples`) Monte
+        Carlo; empty for a regression. Validation entries hold a placeholder row without validation rows."""
+        if self.arch.regression:
+            return {}
+        out = {"test": self.probabilities(params, data.x_test), "validation": self.probabilities(params, data.x_val)}
+        if self.settings.mc_samples:
+            out["mc_test"] = self.mc_probabilities(params, data.x_test, seed, hyper, 0)
+            out["mc_validation"] = self.mc_probabilities(params, data.x_val, seed, hyper, 1)
+        return out
 
     def extras(self, params, data: Data) -> jnp.ndarray:
         """A regression's final MAE and R2 on train, test and validation rows [T, 6] (NaN without validation rows);
@@ -300,7 +339,7 @@ def compile_training(arch: Architecture, settings: Settings, devices: list):
         loop.train_batch,
         mesh=mesh,
         in_specs=(trials, Data(*[data_spec] * 6), trials, trials),
-        out_specs=(PartitionSpec(None, "trials"), trials, trials, trials, trials),
+        out_specs=(PartitionSpec(None, "trials"), trials, trials, trials, trials, trials),
         check_vma=False,
     )
     return jax.jit(sharded)
