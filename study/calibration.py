@@ -5,7 +5,8 @@ dropout passes when asked) and these functions turn them into the calibration co
 reliability bins of the report, so the two engines cannot differ in how a metric is computed:
 
 - NLL: the mean negative log-likelihood of the true class (the data loss, without any L2 penalty), probabilities
-  clipped to [1e-7, 1 - 1e-7] as Keras's cross-entropy does;
+  clipped to [1e-7, 1 - 1e-7] as Keras's cross-entropy does for probabilities (for saturated float32 outputs Keras's
+  own loss, computed from the logits, is larger);
 - Brier score: the mean squared error of the probability vector against the one-hot label (for two classes, of
   the positive class's probability -- scikit-learn's `brier_score_loss`);
 - ECE: expected calibration error of the top-label confidence over 15 equal-width bins on [0, 1] (Guo et al.

@@ -93,3 +93,14 @@ def test_mc_dropout_agrees_with_keras_forced_training_dropout_and_catches_a_wron
     monkeypatch.setattr(masks, "inverted_dropout_scale", lambda rate: 1.0 + 0.0 * rate)
     wrong = population.mc_passes(trial, data, params, n)
     assert mc_agreement(wrong, theirs) < 1e-6
+
+
+def test_mc_without_dropout_stays_exact_for_saturated_probabilities() -> None:
+    # 4000 epochs of the reference network saturate its outputs; a float32 sum of 30 equal passes divided by 30
+    # would move them by an ulp, which their clipped log-likelihood magnifies. The running mean keeps them exact.
+    from study import bench
+
+    trials = bench._reference(epochs=1500, seeds=1, dropout=[0.0, 0.5], mc_samples=30).trials()
+    result = population.train_population(trials, [split_for(t) for t in trials])
+    off = next(i for i, t in enumerate(trials) if t.config["dropout_rate"] == 0.0)
+    np.testing.assert_array_equal(result.predictions["mc_test"][off], result.predictions["test"][off])

@@ -289,13 +289,15 @@ class Loop:
         return self.probabilities(params, x, dropout, hyper)
 
     def mc_probabilities(self, params: list, x, seed, hyper, split: int):
-        """Monte Carlo dropout: the probabilities averaged over `mc_samples` passes (one pass in memory at a time)."""
+        """Monte Carlo dropout: the probabilities averaged over `mc_samples` passes (one pass in memory at a time).
+        A running mean, which stays exactly the deterministic probability when no unit is dropped: a float32 sum
+        divided by the count would not, and saturated probabilities' log-likelihoods magnify the difference."""
 
-        def one_pass(s, total):
-            return total + self.mc_pass(params, x, seed, hyper, split, s)
+        def one_pass(s, mean):
+            return mean + (self.mc_pass(params, x, seed, hyper, split, s) - mean) / (s + 1).astype(jnp.float32)
 
         zeros = jnp.zeros((x.shape[0], self.arch.n_outputs), jnp.float32)
-        return jax.lax.fori_loop(0, self.settings.mc_samples, one_pass, zeros) / self.settings.mc_samples
+        return jax.lax.fori_loop(0, self.settings.mc_samples, one_pass, zeros)
 
     def predictions(self, params: list, data: Data, seed, hyper) -> dict:
         """A classifier's final probabilities on the held-out rows, deterministic and (with `mc_samples`) Monte
