@@ -282,7 +282,7 @@ def test_a_regression_study_reports_on_rmse_by_default(tmp_path, monkeypatch) ->
     assert "chosen on validation RMSE" in line and "Tuned per setting (best on validation RMSE)" in report
     assert "Metrics (regression)" in report and "One test row is worth" not in report
     assert "and validation (dotted) RMSE per epoch" in report and "## Variance of test RMSE explained" in report
-    assert "Also recorded: `test_loss`, `test_mae`, `test_r2`" in report
+    assert "Also recorded: `test_mae`, `test_r2`" in report
     assert "accuracy_vs_dropout_rate" not in paths
     for name in (
         "rmse_vs_dropout_rate",
@@ -307,7 +307,7 @@ def test_metric_test_nll_turns_the_conclusions_to_nll(tmp_path, monkeypatch) -> 
     folder = make_metric_study(tmp_path, monkeypatch, space, row)
     default = build_report(folder)["report"].read_text()
     assert "it helps" in next(line for line in default.splitlines() if line.startswith("- **Dropout alone**"))
-    assert "Also recorded: `test_loss`, `test_nll`" in default
+    assert "Also recorded: `test_nll`" in default
 
     paths = build_report(folder, metric="test_nll")
     report = paths["report"].read_text()
@@ -334,11 +334,14 @@ def test_an_unknown_metric_is_one_line_and_exit_2(tmp_path) -> None:
     assert proc.returncode == 2
     assert proc.stderr == (
         "error: --metric 'test_nll' is not a metric this study records for every finished trial; choose one of: "
-        "test_accuracy, test_loss\n"
+        "test_accuracy\n"
     )
     assert not (folder / "summary.csv").exists() and not (folder / "figures").exists()
     with pytest.raises(StudyError, match="--metric 'validation_accuracy' is not a metric"):  # measured on test only
         build_report(folder, metric="validation_accuracy")
+    # Keras's loss includes the L2 penalty: the data loss is the one to compare.
+    with pytest.raises(StudyError, match=r"includes the L2 penalty.*compare the data loss instead: test_nll"):
+        build_report(folder, metric="test_loss")
 
 
 # --- calibration and MC dropout -----------------------------------------------------------------------------

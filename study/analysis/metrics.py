@@ -158,7 +158,11 @@ def available(done: pd.DataFrame) -> list[str]:
     return [
         c
         for c in done.columns
-        if is_metric(c) and get(c).split == "test" and recorded(done, c) and done[c].dtype.kind in "fiu"
+        if is_metric(c)
+        and get(c).split == "test"
+        and get(c).key != "loss"  # Keras's loss includes the L2 penalty: compared across L2 settings it misleads
+        and recorded(done, c)
+        and done[c].dtype.kind in "fiu"
     ]
 
 
@@ -174,6 +178,12 @@ def resolve(done: pd.DataFrame, name: str | None = None) -> Metric:
     finished trial is a StudyError listing those it does."""
     if name is None:
         return get(default(done))
+    if is_metric(name) and get(name).key == "loss":
+        raise StudyError(
+            f"--metric {name!r} is Keras's loss, which includes the L2 penalty, so configurations with different L2 "
+            "strengths would be compared on different objectives; compare the data loss instead: test_nll for a "
+            "classifier, test_rmse for a regression"
+        )
     if name not in available(done):
         found = ", ".join(available(done)) or "none"
         raise StudyError(
