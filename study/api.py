@@ -55,8 +55,11 @@ class Study:
         regression; a metric the study does not record raises StudyError)."""
         from study.analysis import findings, metrics
         from study.analysis.tables import completed, selection_metric, summary
+        from study.errors import StudyError
 
-        done = completed(self.trials)
+        done = completed(self.trials) if not self.trials.empty else self.trials
+        if done.empty:
+            raise StudyError(f"{self.folder} has no finished trials yet: run the search first")
         measured = metrics.resolve(done, metric).name
         nuisance = tuple(self.manifest.get("space", {}).get("nuisance", []))
         return summary(findings.tune_nuisance(done, nuisance, selection_metric(done, measured)), metric=measured)

@@ -272,7 +272,8 @@ def validation_rows(validation_size: int | float | None, n_train: int) -> int:
 
 @dataclass(frozen=True)
 class Split:
-    """Train, validation and test rows, ready for any engine: float32 features, integer labels.
+    """Train, validation and test rows, ready for any engine: float32 features, integer labels (a regression's
+    targets: floats).
 
     Without validation rows (`has_validation` false) early stopping and selection can only use the test rows."""
 

@@ -576,11 +576,13 @@ class SearchSpace(_Strict):
         return _hash(self.definition(exclude={"description"}))
 
     def trial_definition(self) -> dict[str, Any]:
-        """What gives a trial its meaning besides its axis values and seed: the dataset, model and training sections,
-        and which training settings the grid sweeps (a swept one enters every config key). Two spaces with the same
-        trial definition give a (configuration, seed) the same key, so one may grow into the other."""
+        """What gives a trial its meaning besides its axis values and seed: the dataset, model, training and
+        evaluation (MC dropout) sections, and which training settings the grid sweeps (a swept one enters every
+        config key). Two spaces with the same trial definition give a (configuration, seed) the same key, so one
+        may grow into the other."""
         swept_training = [axis for axis in TRAINING_AXES if axis in self.keyed_axes]
-        return {**self.definition(include={"dataset", "model", "training"}), "swept_training_axes": swept_training}
+        definition = self.definition(include={"dataset", "model", "training", "evaluation"})  # evaluation: if set
+        return {**definition, "swept_training_axes": swept_training}
 
     def trial_fingerprint(self) -> str:
         """A hash of `trial_definition`: equal for spaces that differ only in their seeds and axis values."""
@@ -684,9 +686,11 @@ def default_engine(path: str | Path, overrides: tuple[str, ...] | list[str] = ()
     (which only it can build). Read from the file before it is validated (a bad file is refused right after)."""
     try:
         raw = read_yaml(path)
+        if not isinstance(raw, dict):
+            return "population"  # refused with its message when the file is loaded
         for override in overrides:
             _override(raw, override)
-    except (StudyError, AttributeError):
+    except StudyError:
         return "population"
     model = raw.get("model") if isinstance(raw, dict) else None
     return "keras" if isinstance(model, dict) and model.get("family") == "custom" else "population"

@@ -57,3 +57,18 @@ def test_an_override_on_the_command_line_is_validated_with_exit_status_2() -> No
     proc = subprocess.run([PYTHON, "-m", "study", "search", "search_spaces/smoke.yaml", "seeds=0", "--dry-run"],
                           capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert proc.returncode == 2 and "seeds" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_override_on_a_file_that_is_no_mapping_is_one_line(tmp_path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    proc = subprocess.run([PYTHON, "-m", "study", "search", str(path), "seeds=3", "--dry-run"], capture_output=True,
+                          text=True, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "must be a YAML mapping" in proc.stderr
+
+
+def test_changing_the_monte_carlo_passes_changes_what_a_trial_means() -> None:
+    plain = load_space(ROOT / "search_spaces" / "smoke.yaml")
+    with_mc = load_space(ROOT / "search_spaces" / "smoke.yaml", ["evaluation.mc_samples=30"])
+    assert plain.first_trial().key == with_mc.first_trial().key  # the training is the same
+    assert plain.trial_fingerprint() != with_mc.trial_fingerprint()  # so a study cannot silently mix the two

@@ -436,3 +436,10 @@ def test_calibration_against_dropout_holds_the_other_regularisers_off() -> None:
     assert means.loc[("deterministic", "ece", 0.0), "mean"] == pytest.approx(0.0615)
     assert means.loc[("mc", "nll", 0.0), ["mean", "ci_low", "ci_high"]].tolist() == pytest.approx([0.3] * 3)
     assert means["seeds"].eq(4).all() and len(means) == 8
+
+
+def test_a_recommendation_spanning_max_norm_none_is_written_without_error() -> None:
+    # Every setting equal: all configurations are within the tolerance of the best, max-norm "none" among them.
+    done = synthetic({"max_norm": [None, 3.0, 1.0]}, 6, lambda c, s, r: 0.8 + 0.001 * seed_effect(s))
+    recommendation = findings.recommendation_info(done, summary(done))
+    assert recommendation.ranges["max_norm"] == "none, 3, 1"

@@ -293,7 +293,9 @@ def recommendation_info(done: pd.DataFrame, table: pd.DataFrame) -> Recommendati
         values = [v for v in levels(table, axis) if v in set(good[axis]) or (pd.isna(v) and good[axis].isna().any())]
         names = [level_label(axis, v) for v in values]
         positions = [levels(table, axis).index(v) for v in values] if not good[axis].isna().any() else []
-        contiguous = len(names) > 2 and positions == list(range(positions[0], positions[0] + len(positions)))
+        contiguous = (
+            len(names) > 2 and bool(positions) and positions == list(range(positions[0], positions[0] + len(positions)))
+        )
         if names:
             ranges[axis] = f"{names[0]}-{names[-1]}" if axis in NUMERIC_AXES and contiguous else ", ".join(names)
     ranked = table.dropna(subset=["prob_best"]).sort_values("prob_best", ascending=False)

@@ -103,12 +103,15 @@ def build_report(
     done = completed(trials) if not trials.empty else trials
     if done.empty:
         raise StudyError(f"{folder} has no finished trials yet: run the search first")
-    axes = varying_axes(done)
+    measured = metrics.resolve(done, metric)
+    protocol = findings.protocol_info(done, manifest.get("space", {}), measured.name)
+    every_nuisance = done
+    done = findings.tune_nuisance(done, protocol.nuisance, protocol.selection_metric)
+    axes = varying_axes(done)  # a nuisance axis is tuned away: no longer an axis of the report
     for name, value in (("--hue", hue), ("--facet", facet)):
         if value is not None and value not in axes:
             raise StudyError(f"{name} {value!r} is not an axis this study varies; choose one of: {', '.join(axes)}")
     chosen = [_find_config(done, spec, axes) for spec in curves]
-    measured = metrics.resolve(done, metric)
 
     out_dir = folder / "figures"
     _check_outputs(folder, out_dir)
@@ -117,10 +120,6 @@ def build_report(
         old.unlink()
     report = Report(folder)
 
-    protocol = findings.protocol_info(done, manifest.get("space", {}), measured.name)
-    every_nuisance = done
-    done = findings.tune_nuisance(done, protocol.nuisance, protocol.selection_metric)
-    axes = varying_axes(done)
     table = summary(done, metric=measured.name)
     report.paths["summary"] = folder / "summary.csv"
     table.to_csv(report.paths["summary"], index=False)

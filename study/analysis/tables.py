@@ -156,9 +156,6 @@ def selection_metric(done: pd.DataFrame, metric: str | None = None) -> str:
     return metrics.selection(done, metric or metrics.default(done))
 
 
-TOLERANCE = metrics.MEASURES["accuracy"].tolerance  # accuracy: within half a point of the best is as good
-
-
 def summary(done: pd.DataFrame, seed: int = 0, metric: str | None = None) -> pd.DataFrame:
     """One row per configuration, best mean of the selection metric (`selection_metric`) first.
 

@@ -1,9 +1,11 @@
 """Engine `population`: many trials trained at once as one XLA computation (JAX).
 
-Trials of the same architecture (model family, widths, batch norm on/off) and data shape are trained together:
-every weight, optimizer slot and batch-norm statistic has a leading trial axis, every hyperparameter is a per-trial
-array, and the whole of `model.fit` -- epochs, minibatches, dropout, Adam, max-norm, per-epoch test evaluation,
-early stopping -- is one compiled program (`training.py`), split over the machine's cores (or run on its GPU).
+Trials of the same architecture (model family, widths, batch norm on/off), data shape, epochs and minibatch size are
+trained together: every weight, optimizer slot and batch-norm statistic has a leading trial axis, every
+hyperparameter (the learning rate included) is a per-trial array, and the whole of `model.fit` -- epochs,
+minibatches, dropout, Adam, max-norm, per-epoch test and validation evaluation, early stopping, and at the end the
+held-out probabilities with Monte Carlo dropout -- is one compiled program (`training.py`), split over the
+machine's cores (or run on its GPU).
 Every operation is per trial and the random numbers are a hash of the trial's own seed (`masks.py`), so a trial's
 result does not depend on which trials share its batch, the batch's size or the number of devices.
 
