@@ -33,23 +33,30 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.summary.writer.record_writer import RecordWriter
 
+from study.analysis import metrics as metric_names
 from study.analysis.tables import completed, varying_axes
 from study.axes import AXIS
 from study.errors import StudyError, shown
-from study.schema import CURVE_METRICS
+from study.schema import CURVE_METRICS, TRIAL_COLUMNS
 from study.store import ResultsStore
 
 MARKER = "study-export.json"
 SUFFIX = ".dropout-study"  # ends every event file this module writes; a rerun removes only files named so
-# The final metrics, as trials.csv names them; the train ones are measured in inference mode (no dropout).
-FINAL_METRICS = {
-    "test_accuracy": ("accuracy on the test rows after training", None),
-    "test_loss": ("loss on the test rows after training", None),
-    "train_accuracy": ("accuracy on the training rows after training, without dropout", hp.Metric.TRAINING),
-    "train_loss": ("loss on the training rows after training, without dropout", hp.Metric.TRAINING),
-    "validation_accuracy": ("accuracy on the validation rows after training", hp.Metric.VALIDATION),
-    "validation_loss": ("loss on the validation rows after training", hp.Metric.VALIDATION),
-}
+
+
+def final_metrics(done: pd.DataFrame) -> dict[str, tuple[str, Any]]:
+    """The final metrics a study records (every metric column of trials.csv with a value: accuracy or a regression's
+    RMSE/MAE/R2, calibration and MC-dropout columns, losses), each with its description and HParams dataset type;
+    the train ones are measured in inference mode (no dropout)."""
+    kinds = {"train": hp.Metric.TRAINING, "validation": hp.Metric.VALIDATION}
+    found = {}
+    for column in TRIAL_COLUMNS:
+        if metric_names.is_metric(column) and column in done and done[column].notna().any():
+            metric = metric_names.get(column)
+            found[column] = (f"{metric.label} of the final model ({metric.direction})", kinds.get(metric.split))
+    return found
+
+
 _RUN_NAME = re.compile(r"\w[\w.-]*")  # a trial key is '<config_key>-s<seed>': a folder name, never a path
 
 
@@ -94,12 +101,13 @@ def export_tensorboard(study_folder: str | Path, out: str | Path) -> Export:
             description="the trial's random seed",
         )
     )
-    metrics = [m for m in FINAL_METRICS if m in done and done[m].notna().any()]
+    described = final_metrics(done)
+    metrics = list(described)
     created = _seconds(manifest.get("created_at"), 0.0)
     experiment = hp.hparams_config_pb(
         hparams,
         [
-            hp.Metric(f"final/{m}", display_name=m, description=FINAL_METRICS[m][0], dataset_type=FINAL_METRICS[m][1])
+            hp.Metric(f"final/{m}", display_name=m, description=described[m][0], dataset_type=described[m][1])
             for m in metrics
         ],
         time_created_secs=created,

@@ -76,8 +76,9 @@ def test_export_writes_one_hparams_run_per_trial_that_tensorboard_reads(tmp_path
 
     content = mux.GetAccumulator(".").PluginTagToContent(metadata.PLUGIN_NAME)[metadata.EXPERIMENT_TAG]
     experiment = metadata.parse_experiment_plugin_data(content)
-    metrics = ["test_accuracy", "test_loss", "train_accuracy", "train_loss"]
+    metrics = ["train_accuracy", "train_loss"]  # every metric column the trials record, in trials.csv's order
     metrics += ["validation_accuracy", "validation_loss"] if validation_size else []
+    metrics += ["test_accuracy", "test_loss"]
     assert [m.name.tag for m in experiment.metric_infos] == [f"final/{m}" for m in metrics]
     domains = {h.name: h for h in experiment.hparam_infos}
     assert list(domains) == ["dropout_rate", "max_norm", "seed"]
